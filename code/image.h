@@ -1,0 +1,30 @@
+// image.h: decoding image files into 8-bit RGB, by content rather than by file extension.
+// The Oxford-IIIT Pet images/ folder holds JPEGs (some grayscale, some CMYK), a PNG with alpha and
+// a GIF that are named .jpg, and MATLAB files: every decodable one becomes RGB exactly as PIL's
+// Image.open(path).convert('RGB') would produce it; anything else is refused with a reason.
+// Decoding uses stb_image (Debian's libstb-dev), compiled in image.c for JPEG, PNG and GIF only.
+#ifndef IMAGE_H
+#define IMAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+// Largest image accepted, in pixels (width x height); larger ones are refused before decoding.
+#define IMAGE_MAX_PIXELS (64u * 1024u * 1024u)
+
+typedef struct {
+    int w, h;
+    uint8_t *rgb; // (h, w, 3) row-major, interleaved RGB
+} Image;
+
+// Decodes an image file. Returns 0, or -1 with a reason naming the file in err
+// (e.g. "data/x.jpg: not an image (MATLAB file)", "...: truncated JPEG").
+int image_load(const char *path, Image *img, char *err, size_t errlen);
+// Same for a buffer already in memory; `name` is used in messages.
+int image_decode(const uint8_t *buf, size_t n, const char *name, Image *img, char *err,
+                 size_t errlen);
+// Writes an 8-bit RGB PNG (atomically). Returns 0 or -1 with err.
+int image_write_png(const char *path, const Image *img, char *err, size_t errlen);
+void image_free(Image *img);
+
+#endif // IMAGE_H
