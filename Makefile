@@ -8,7 +8,7 @@ JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
 # compute library.
 DEB_PACKAGES = gcc make cmake pkg-config libstb-dev gnuplot-nox pandoc poppler-utils \
   texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended \
-  lmodern libdnnl-dev curl ca-certificates
+  lmodern fonts-dejavu-core libdnnl-dev curl ca-certificates
 
 .PHONY: all deps build test report bench data clean
 
