@@ -35,4 +35,12 @@ void pets_free(PetSplit *ds);
 // Returns a generic "class <id>" when the label is absent.
 const char *pets_class_name(const PetSplit *ds, int label);
 
+// Checks that root is a folder holding images/ and annotations/. Returns 0, or -1 with a message
+// saying how to get the dataset (`make data` or --root DIR).
+int pets_check_root(const char *root, char *err, size_t errlen);
+// torchvision's class name for an image name: drop the trailing "_<number>", split on '_', apply
+// Python's str.title() to each part, join with spaces ("american_pit_bull_terrier_12" ->
+// "American Pit Bull Terrier").
+void pets_class_name_from_image(const char *image_name, char *out, size_t outlen);
+
 #endif // DATASET_H

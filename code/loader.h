@@ -22,17 +22,30 @@ typedef struct {
 
 typedef struct Loader Loader;
 
-// nthreads <= 0 means all cores. prefetch = batches in flight (>= 1; 0 picks 2 per thread).
+// nthreads <= 0 means all cores. prefetch = batches in the ring, the one the consumer holds
+// included (>= 1; 0 picks 1 + ceil(2 * nthreads / batch_size), at least 2). Memory: prefetch
+// batches of batch_size * sample_bytes, whatever n_items. Worker threads call fn concurrently, each
+// on a different index; fn must be safe to call that way. The bytes of every batch are the same
+// for any nthreads and prefetch (each sample is written to its own place by fn alone).
 Loader *loader_create(int n_items, size_t sample_bytes, int batch_size, int nthreads, int prefetch,
                       LoadFn fn, void *ctx);
-// Starts an epoch over `order` (n_order item indices; NULL = 0..n_items-1 in order).
+// Starts an epoch over `order` (n_order item indices, copied; NULL = 0..n_items-1 in order).
+// An epoch still running is abandoned (samples being loaded are waited for, then discarded).
 void loader_start(Loader *l, const int *order, int n_order);
 // Next batch of the epoch, or 0 at its end. The batch stays valid until the next call.
 int loader_next(Loader *l, Batch *b);
+// Stops the workers (each finishes the sample it is loading; safe mid-epoch) and frees everything.
 void loader_destroy(Loader *l);
+int loader_prefetch(const Loader *l); // the ring size chosen
+int loader_threads(const Loader *l);  // the worker count chosen
 
-// The shuffled order for an epoch: a Fisher-Yates permutation of 0..n-1 driven by
-// splitmix64(seed + epoch); identical on every machine.
+// The shuffled order for an epoch, identical on every machine. Exactly (all arithmetic on
+// unsigned 64-bit integers, wrapping; tests/loader_permutation.py reproduces it in Python):
+//   order[i] = i for all i;  state = seed + epoch  (epoch sign-extended to 64 bits)
+//   next():  state += 0x9e3779b97f4a7c15;  z = state;
+//            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9;  z = (z ^ (z >> 27)) * 0x94d049bb133111eb;
+//            return z ^ (z >> 31)                                   (splitmix64)
+//   for i = n-1 down to 1:  j = next() % (i + 1);  swap(order[i], order[j])     (Fisher-Yates)
 void loader_permutation(int *order, int n, uint64_t seed, int epoch);
 
 #endif // LOADER_H
