@@ -70,9 +70,13 @@ struct Backend {
     void (*batchnorm_backward)(Backend *be, const Tensor *x, BatchNorm *bn, const Tensor *dy,
                                Tensor *dx, int training);
     void (*relu_forward)(Backend *be, const Tensor *x, Tensor *y); // in place allowed (x == y)
+    // dx = dy where y > 0, else 0; in place allowed (dx == dy).
     void (*relu_backward)(Backend *be, const Tensor *y, const Tensor *dy, Tensor *dx); // uses y>0
     // y = relu(a + b): the end of a residual block. Backward is relu_backward on y.
     void (*add_relu_forward)(Backend *be, const Tensor *a, const Tensor *b, Tensor *y);
+    // y = a + b, same shapes; in place allowed (y == a or y == b). Backward of a residual block
+    // sums the gradients of its two paths with it.
+    void (*add_forward)(Backend *be, const Tensor *a, const Tensor *b, Tensor *y);
     // 3x3 / stride 2 / pad 1 in ResNet; backward routes dy to the first max in each window
     // (PyTorch's rule), recomputed from x.
     void (*maxpool_forward)(Backend *be, const Tensor *x, Tensor *y, int k, int stride, int pad);
