@@ -1,0 +1,14 @@
+# tests/cuda.cmake: tests of the cuDNN backend, labelled `gpu`. They are built in every build
+# (against the CPU-only library they simply find no GPU) and report "skipped" (exit code 77)
+# where no usable GPU is present. tests/gpu/device-check.sh runs them on a GPU machine.
+if(TARGET nn)
+  foreach(t cuda-backend cuda-resnet34)
+    string(REPLACE "-" "_" src ${t})
+    add_executable(test-${t} tests/test_${src}.c)
+    target_link_libraries(test-${t} PRIVATE nn common)
+    foreach(prec fp32 fp16)
+      add_test(NAME ${t}-${prec} COMMAND test-${t} ${prec})
+      set_tests_properties(${t}-${prec} PROPERTIES LABELS gpu SKIP_RETURN_CODE 77)
+    endforeach()
+  endforeach()
+endif()
