@@ -125,6 +125,9 @@ __global__ void k_add_relu(const float *a, const float *b, float *y, size_t n) {
         y[i] = v > 0.f ? v : 0.f;
     }
 }
+__global__ void k_add(const float *a, const float *b, float *y, size_t n) {
+    GRID_LOOP(i, n) y[i] = a[i] + b[i];
+}
 __global__ void k_nonfinite(const float *x, size_t n, int *flag) {
     GRID_LOOP(i, n) if (!isfinite(x[i])) *flag = 1;
 }
@@ -616,6 +619,10 @@ static void add_relu_forward(Backend *be, const Tensor *a, const Tensor *b, Tens
     LAUNCH(k_add_relu, a->numel, F(a), F(b), F(y), a->numel);
     touch(y);
 }
+static void add_forward(Backend *be, const Tensor *a, const Tensor *b, Tensor *y) {
+    LAUNCH(k_add, a->numel, F(a), F(b), F(y), a->numel);
+    touch(y);
+}
 static void maxpool_forward(Backend *be, const Tensor *x, Tensor *y, int k, int stride, int pad) {
     LAUNCH(k_maxpool_fwd, y->numel, F(x), F(y), x->n * x->c, x->h, x->w, y->h, y->w, k, stride, pad);
     touch(y);
@@ -798,6 +805,7 @@ extern "C" Backend *backend_cuda_create(Precision precision, char *err, size_t e
     be->relu_forward = relu_forward;
     be->relu_backward = relu_backward;
     be->add_relu_forward = add_relu_forward;
+    be->add_forward = add_forward;
     be->maxpool_forward = maxpool_forward;
     be->maxpool_backward = maxpool_backward;
     be->avgpool_forward = avgpool_forward;

@@ -143,6 +143,8 @@ static void test_elementwise(Backend *cpu, Backend *gpu) {
     cpu->relu_backward(cpu, y.c, b.c, d.c), gpu->relu_backward(gpu, y.g, b.g, d.g), check("relu bwd", &d);
     cpu->add_relu_forward(cpu, a.c, b.c, y.c), gpu->add_relu_forward(gpu, a.g, b.g, y.g);
     check("add_relu fwd", &y);
+    cpu->add_forward(cpu, a.c, b.c, y.c), gpu->add_forward(gpu, a.g, b.g, y.g);
+    check("add fwd", &y);
     // max pool 3x3/2 pad 1 on data with ties (values rounded to a coarse grid)
     for (size_t i = 0; i < a.c->numel; i++) a.host[i] = roundf(a.host[i] * 2.f) / 2.f;
     cpu->tensor_upload(a.c, a.host), gpu->tensor_upload(a.g, a.host);
