@@ -105,7 +105,7 @@ static int valid_name(const char *s) {
     return 1;
 }
 
-static void push_item(PetSplit *ds, int *cap, const char *name, int label) {
+static void push_item(PetSplit *ds, int *cap, const char *name, int label, int species) {
     if (ds->n == *cap) {
         *cap = *cap ? 2 * *cap : 256;
         ds->items = xrealloc(ds->items, (size_t)*cap * sizeof(PetItem));
@@ -114,6 +114,7 @@ static void push_item(PetSplit *ds, int *cap, const char *name, int label) {
     it->name = xstrdup(name);
     it->path = xasprintf("%s/images/%s.jpg", ds->root, name);
     it->label = label;
+    it->species = species;
 }
 
 int pets_open(const char *root, const char *split, PetSplit *ds, char *err, size_t errlen) {
@@ -162,7 +163,7 @@ int pets_open(const char *root, const char *split, PetSplit *ds, char *err, size
             break;
         }
         int label = (int)cls - 1;
-        push_item(ds, &cap, fields[0], label);
+        push_item(ds, &cap, fields[0], label, (int)species);
         ds->class_count[label]++;
         if (!ds->class_names[label]) {
             char name[256];

@@ -16,6 +16,7 @@ typedef struct {
     char *name;  // "Abyssinian_100"
     char *path;  // "<root>/images/Abyssinian_100.jpg"
     int label;   // CLASS-ID - 1
+    int species; // SPECIES: 1 cat, 2 dog
 } PetItem;
 
 typedef struct {
