@@ -26,5 +26,7 @@ int image_decode(const uint8_t *buf, size_t n, const char *name, Image *img, cha
 // Writes an 8-bit RGB PNG (atomically). Returns 0 or -1 with err.
 int image_write_png(const char *path, const Image *img, char *err, size_t errlen);
 void image_free(Image *img);
+// Encodes an 8-bit RGB image as PNG into a new heap buffer (*png, *n; free() it). Returns 0 or -1.
+int image_encode_png(const Image *img, uint8_t **png, size_t *n, char *err, size_t errlen);
 
 #endif // IMAGE_H

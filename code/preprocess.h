@@ -21,6 +21,15 @@ extern const float PREP_STD[3];  // 0.229, 0.224, 0.225
 int resize_shorter_side(const Image *in, int size, Image *out);
 // Resizes to exactly (out_w, out_h) with Pillow's bilinear filter (antialiased when shrinking).
 int resize_bilinear(const Image *in, int out_w, int out_h, Image *out);
+// The plain scalar version of resize_bilinear (Pillow's algorithm step by step, no SIMD, no
+// cropping shortcut): the specification that the fast path is tested against.
+int resize_bilinear_ref(const Image *in, int out_w, int out_h, Image *out);
+// The size torchvision's resize(img, size) gives a w x h image: shorter side `size`, longer side
+// int(size * long / short).
+void resized_size(int w, int h, int size, int *out_w, int *out_h);
+// Top-left corner of torchvision's center crop of a w x h image (w, h >= size):
+// int(round((w - size) / 2.0)) with Python's round (halves to even).
+void center_crop_offsets(int w, int h, int size, int *left, int *top);
 // Center crop to size x size, offsets rounded as torchvision does (Python's round()).
 // Pads with zeros if the image is smaller, as torchvision does.
 int center_crop(const Image *in, int size, Image *out);
