@@ -1,0 +1,90 @@
+// tests/make_fake_pets.c: writes a tiny synthetic Oxford-IIIT Pet root for the program tests.
+//   make-fake-pets DIR
+// DIR/images holds PNGs named .jpg (written with image_write_png), real JPEGs (stb_image_write),
+// a truncated JPEG (Bengal_3.jpg, in trainval), a MATLAB-like file; one test image is listed but
+// missing (Bengal_9.jpg). Classes 1, 6 and 37 only; the annotation files carry '#' comment lines.
+// Expected: trainval 24 images (8 per class), test 10; unreadable: Bengal_3 (truncated),
+// Bengal_9 (missing).
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "image.h"
+
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#define STB_IMAGE_WRITE_STATIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#include <stb_image_write.h>
+#pragma GCC diagnostic pop
+
+static const char *breeds[3] = {"Abyssinian", "Bengal", "yorkshire_terrier"};
+static const int ids[3] = {1, 6, 37};
+
+// A picture with a gradient and a disc, different per image.
+static Image make_picture(int k) {
+    Image img = {160 + 37 * (k % 5), 120 + 23 * (k % 7), NULL};
+    img.rgb = xmalloc((size_t)img.w * img.h * 3);
+    for (int y = 0; y < img.h; y++)
+        for (int x = 0; x < img.w; x++) {
+            uint8_t *p = img.rgb + ((size_t)y * img.w + x) * 3;
+            int dx = x - img.w / 2, dy = y - img.h / 2, in = dx * dx + dy * dy < (img.h * img.h) / 9;
+            p[0] = (uint8_t)(in ? 40 * k : x * 255 / img.w);
+            p[1] = (uint8_t)(in ? 200 : y * 255 / img.h);
+            p[2] = (uint8_t)((x + y + 17 * k) & 255);
+        }
+    return img;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) die("usage: make-fake-pets DIR");
+    char err[512];
+    char *dir = xasprintf("%s/images", argv[1]);
+    if (mkdir_p(dir)) die("cannot create %s", dir);
+    char *ann = xasprintf("%s/annotations", argv[1]);
+    if (mkdir_p(ann)) die("cannot create %s", ann);
+    FILE *files[3];
+    const char *names[3] = {"trainval", "test", "list"};
+    for (int s = 0; s < 3; s++) {
+        char *p = xasprintf("%s/%s.txt", ann, names[s]);
+        files[s] = fopen(p, "w");
+        if (!files[s]) die("cannot write %s", p);
+        fprintf(files[s], "#Image CLASS-ID SPECIES BREED ID\n#ID: 1:37 Class ids\n");
+        free(p);
+    }
+    for (int c = 0; c < 3; c++) {
+        for (int i = 1; i <= 12; i++) {
+            int k = c * 12 + i;
+            if (c < 2 && i > 11) continue; // test: 3 + 3 + 4 images
+            int test = i > 8;
+            char *path = xasprintf("%s/%s_%d.jpg", dir, breeds[c], i);
+            Image img = make_picture(k);
+            if (strcmp(breeds[c], "Bengal") == 0 && i == 9) {
+                // listed in test, but the file is missing
+            } else if (i % 2 == 0) { // a PNG named .jpg, as in the real dataset
+                if (image_write_png(path, &img, err, sizeof err)) die("%s", err);
+            } else {
+                if (!stbi_write_jpg(path, img.w, img.h, 3, img.rgb, 90)) die("cannot write %s", path);
+                if (strcmp(breeds[c], "Bengal") == 0 && i == 3) { // truncate to 60%
+                    size_t n;
+                    uint8_t *buf = read_file(path, &n, 0, err, sizeof err);
+                    if (!buf || write_file_atomic(path, buf, n * 6 / 10, err, sizeof err)) die("%s", err);
+                    free(buf);
+                }
+            }
+            image_free(&img);
+            free(path);
+            int species = c == 2 ? 2 : 1, breed = c == 2 ? 25 : c + 1;
+            fprintf(files[test], "%s_%d %d %d %d\n", breeds[c], i, ids[c], species, breed);
+            fprintf(files[2], "%s_%d %d %d %d\n", breeds[c], i, ids[c], species, breed);
+        }
+    }
+    for (int s = 0; s < 3; s++) fclose(files[s]);
+    char *mat = xasprintf("%s/Abyssinian_100.mat", dir);
+    if (write_file_atomic(mat, "MATLAB 5.0 MAT-file", 19, err, sizeof err)) die("%s", err);
+    free(mat), free(dir), free(ann);
+    return 0;
+}
