@@ -1,0 +1,35 @@
+// cpu_conv_dnnl.h: 2-d convolutions (forward, backward data, backward weights) on plain NCHW
+// float32 buffers, computed by oneDNN's blocked-layout (nChw16c) kernels. The fast CPU backend
+// (backend_cpu_fast.c) uses it for conv2d_forward / conv2d_backward.
+//
+// Tensors stay NCHW at the boundary: each call reorders its inputs into the layouts oneDNN's
+// fastest kernels want, runs the primitive, and reorders the result back (a few percent of the
+// conv time; see tests/test_cpu_fast.c --bench). Primitive creation is expensive (JIT code
+// generation), so primitives and reorders are cached per shape (N, C, H, W, K, R, S, stride, pad).
+#ifndef CPU_CONV_DNNL_H
+#define CPU_CONV_DNNL_H
+
+#include <stddef.h>
+
+typedef struct CpuConv CpuConv;
+
+typedef struct {
+    int n, c, h, w;   // input x (N, C, H, W)
+    int k, r, s;      // weight (K, C, R, S)
+    int p, q;         // output y (N, K, P, Q)
+    int stride, pad;  // same in both spatial dimensions
+} ConvShape;
+
+CpuConv *cpu_conv_create(void);
+void cpu_conv_free(CpuConv *cc);
+
+// y = conv(x, w). x (N, C, H, W), w (K, C, R, S), y (N, K, P, Q), all NCHW float32.
+void cpu_conv_forward(CpuConv *cc, const ConvShape *sh, const float *x, const float *w, float *y);
+// dx = conv_transpose(dy, w) and dw = correlation(x, dy); either output may be NULL (skipped).
+void cpu_conv_backward(CpuConv *cc, const ConvShape *sh, const float *x, const float *w,
+                       const float *dy, float *dx, float *dw);
+
+// Name of the oneDNN implementation used for a shape ("jit:avx512_core", ...), for benchmarks.
+const char *cpu_conv_impl(CpuConv *cc, const ConvShape *sh, int which); // 0 fwd, 1 bwd_d, 2 bwd_w
+
+#endif // CPU_CONV_DNNL_H
