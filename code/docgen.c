@@ -890,6 +890,8 @@ static void expand_table(DocGen *g, const char *ph, const char *md, int line, Bu
 char *docgen_expand(DocGen *g, const char *md_path, const char *text, size_t len) {
     Buf body = {0};
     int lineno = 0;
+    size_t after_title = 0; // where the random-weights note goes: after the chapter's first "# " heading
+    int have_title = 0;
     for (const char *p = text; p < text + len;) {
         const char *nl = memchr(p, '\n', (size_t)(text + len - p));
         size_t n = nl ? (size_t)(nl - p) : (size_t)(text + len - p);
@@ -933,6 +935,7 @@ char *docgen_expand(DocGen *g, const char *md_path, const char *text, size_t len
                 q = close + 2;
             }
             buf_putc(&body, '\n');
+            if (!have_title && l[0] == '#' && l[1] == ' ') have_title = 1, after_title = body.n;
         }
         free(l);
         p = nl ? nl + 1 : text + len;
@@ -940,7 +943,9 @@ char *docgen_expand(DocGen *g, const char *md_path, const char *text, size_t len
     Buf out = {0};
     buf_printf(&out, "```{=latex}\n\\petschapter{%s}\n```\n\n",
                g->weights == 0 ? "random" : g->weights == 1 ? "imagenet" : "none");
-    if (body.s) buf_add(&out, body.s, body.n);
+    if (body.s) buf_add(&out, body.s, after_title);
+    if (g->weights == 0) buf_puts(&out, "\n```{=latex}\n\\petsrandomnote\n```\n\n");
+    if (body.s) buf_add(&out, body.s + after_title, body.n - after_title);
     free(body.s);
     return buf_take(&out);
 }

@@ -18,8 +18,9 @@
 // Backbone weights: when a results file used by a chapter has "weights_pretrained": 0 (or
 // "weights": "random"), the chapter is marked as using a non-ImageNet backbone; the output then
 // opens with the raw LaTeX `\petschapter{random}` (otherwise `\petschapter{imagenet}` when a file
-// says "weights_pretrained": 1, `\petschapter{none}` when no file mentions weights), which
-// chapters/preamble.tex turns into a boxed note and a warning header on every page of the chapter.
+// says "weights_pretrained": 1, `\petschapter{none}` when no file mentions weights) and, for
+// random, has `\petsrandomnote` after its first "# " heading; chapters/preamble.tex turns these
+// into a boxed note and a warning header on every page of the chapter.
 #ifndef DOCGEN_H
 #define DOCGEN_H
 

@@ -291,6 +291,10 @@ static void test_expand(const char *dir) {
     free(out), free(msg);
     out = expand(dir, "{{05-z:acc}} {{04-y:acc}}\n", &msg, NULL);
     CHECK(out && strncmp(out, "```{=latex}\n\\petschapter{random}\n", 33) == 0, "%s", out);
+    CHECK_HAS(out, "```\n\n\n```{=latex}\n\\petsrandomnote\n```\n\n0.7 0.5\n"); // no title: at the top
+    free(out), free(msg);
+    out = expand(dir, "Intro\n# Title {#id}\n## Sub\n{{04-y:acc}}\n", &msg, NULL);
+    CHECK_HAS(out, "Intro\n# Title {#id}\n\n```{=latex}\n\\petsrandomnote\n```\n\n## Sub\n0.5\n");
     free(out), free(msg);
     write_text((p = xasprintf("%s/results/06-w.json", dir)), "{\"weights\": \"random\", \"a\": 1}"), free(p);
     out = expand(dir, "{{06-w:a}}\n", &msg, NULL);
