@@ -207,7 +207,7 @@ def check_all(shared, build):
         subprocess.run([os.path.join(build, "test-preprocess-real"), "--dump-crops", tmp, shared],
                        check=True)
         for kind in ("png", "gif", "jpeg"):
-            mx, total, count = 0.0, 0.0, 0
+            mx, total, count, worst = 0.0, 0.0, 0, (0.0, "")
             for p in files[kind]:
                 ours = np.fromfile(os.path.join(tmp, os.path.basename(p) + ".u8"), dtype=np.uint8)
                 ours = normalize_u8(ours.reshape(224, 224, 3))
@@ -216,8 +216,9 @@ def check_all(shared, build):
                 mx = max(mx, float(diff.max()))
                 total += float(diff.double().sum())
                 count += diff.numel()
-            print("%s: %d images, max abs diff %.6g, mean abs diff %.6g"
-                  % (kind, len(files[kind]), mx, total / max(count, 1)))
+                worst = max(worst, (float(diff.mean()), os.path.basename(p)))
+            print("%s: %d images, max abs diff %.6g, mean abs diff %.6g (largest mean of one "
+                  "image: %.6g, %s)" % (kind, len(files[kind]), mx, total / max(count, 1), *worst))
 
 
 def main():

@@ -1,0 +1,334 @@
+// tests/test_image.c: decoding by content (code/image.c).
+//   - every small format fixture (grayscale / CMYK / progressive / 4:4:4 JPEG, LA / RGBA /
+//     palette+tRNS PNG, palette and grayscale GIF; tests/fixtures/preprocess/formats, made by
+//     tests/ref_preprocess.py) decodes to PIL's .convert('RGB'): exactly for PNG and GIF, within
+//     JPEG decoder differences (a few levels) for JPEG;
+//   - bad input gets a clear reason and never crashes: empty file, MATLAB .mat header, unknown
+//     bytes, BMP, JPEGs truncated anywhere (one written here with stb_image_write, one from PIL),
+//     a truncated PNG, an oversized header, a missing file; plus a few thousand randomly corrupted
+//     images (any outcome but a crash or a bad result is fine);
+//   - image_write_png round-trips and writes atomically (no temporary left behind; a failed write
+//     leaves the old file).
+//   - with --shared DIR: the real set's MATLAB files are refused, Abyssinian_5.jpg (PNG with
+//     alpha) and Abyssinian_34.jpg (GIF) decode, a real JPEG truncated at several points is
+//     refused as truncated, and every other .jpg decodes. Exits 77 (skipped) without DIR.
+// usage: test-image FIXTURE_DIR TMP_DIR [--shared DIR]
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <stb_image_write.h> // implementation compiled in code/image.c
+
+#include "common.h"
+#include "image.h"
+
+static int failures = 0;
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+            failures++;                                                                            \
+        }                                                                                          \
+    } while (0)
+
+// Decoding `buf` must fail with a message that contains `want`.
+static void expect_error(const uint8_t *buf, size_t n, const char *name, const char *want) {
+    Image img;
+    char err[512] = "";
+    int rc = image_decode(buf, n, name, &img, err, sizeof err);
+    CHECK(rc == -1, "%s: decoded (%dx%d) but must be refused (%s)", name, img.w, img.h, want);
+    CHECK(rc != -1 || strstr(err, want), "%s: error '%s' does not say '%s'", name, err, want);
+    CHECK(rc != -1 || strstr(err, name), "%s: error '%s' does not name the file", name, err);
+    CHECK(img.rgb == NULL, "%s: failed decode left an image", name);
+    if (rc == 0) image_free(&img);
+}
+
+// ----------------------------------------------------------------------------
+// formats as PIL converts them
+
+static void test_formats(const char *fixtures) {
+    static const struct {
+        const char *name;
+        int tol; // max abs difference allowed per channel value (0 = identical)
+    } cases[] = {
+        {"gray.jpg", 3},     {"cmyk.jpg", 3},     {"rgb444.jpg", 3}, {"progressive.jpg", 3},
+        {"la.png", 0},       {"rgba.png", 0},     {"palette_trns.png", 0},
+        {"palette.gif", 0},  {"gray.gif", 0},
+    };
+    char err[512];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *path = xasprintf("%s/formats/%s", fixtures, cases[i].name);
+        char *ref = xasprintf("%s.rgb.png", path);
+        Image got, want;
+        if (image_load(path, &got, err, sizeof err)) {
+            CHECK(0, "%s", err);
+        } else if (image_load(ref, &want, err, sizeof err)) {
+            CHECK(0, "%s", err);
+            image_free(&got);
+        } else {
+            CHECK(got.w == want.w && got.h == want.h, "%s: %dx%d, PIL %dx%d", cases[i].name,
+                  got.w, got.h, want.w, want.h);
+            if (got.w == want.w && got.h == want.h) {
+                int maxd = 0;
+                double sum = 0;
+                size_t n = (size_t)got.w * got.h * 3;
+                for (size_t j = 0; j < n; j++) {
+                    int d = abs((int)got.rgb[j] - (int)want.rgb[j]);
+                    if (d > maxd) maxd = d;
+                    sum += d;
+                }
+                CHECK(maxd <= cases[i].tol, "%s: max abs diff %d from PIL's convert('RGB') "
+                      "(allowed %d)", cases[i].name, maxd, cases[i].tol);
+                printf("format %-17s %2dx%-2d  max diff from PIL %d, mean %.3f\n", cases[i].name,
+                       got.w, got.h, maxd, sum / n);
+            }
+            image_free(&got);
+            image_free(&want);
+        }
+        free(path);
+        free(ref);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// bad input
+
+static void write_cb(void *ctx, void *data, int size) {
+    uint8_t **pp = ctx; // appends into a buffer whose first 8 bytes hold the length
+    size_t n;
+    memcpy(&n, *pp, sizeof n);
+    *pp = xrealloc(*pp, sizeof n + n + (size_t)size);
+    memcpy(*pp + sizeof n + n, data, (size_t)size);
+    n += (size_t)size;
+    memcpy(*pp, &n, sizeof n);
+}
+
+// A JPEG written by stb_image_write (baseline, 4:2:0), so the test needs no data files.
+static uint8_t *synthetic_jpeg(size_t *n, int w, int h) {
+    uint8_t *rgb = xmalloc((size_t)w * h * 3);
+    for (int i = 0; i < w * h * 3; i++) rgb[i] = (uint8_t)(i * 7 + (i / (w * 3)) * 3);
+    uint8_t *buf = xcalloc(1, sizeof(size_t));
+    if (!stbi_write_jpg_to_func(write_cb, &buf, w, h, 3, rgb, 90)) die("stbi_write_jpg failed");
+    free(rgb);
+    memcpy(n, buf, sizeof *n);
+    memmove(buf, buf + sizeof *n, *n);
+    return buf;
+}
+
+static void test_truncated_jpeg(const uint8_t *jpg, size_t n, const char *name) {
+    Image img;
+    char err[512];
+    // the whole file decodes
+    CHECK(image_decode(jpg, n, name, &img, err, sizeof err) == 0, "%s: %s", name, err);
+    image_free(&img);
+    // trailing bytes after EOI are fine (some cameras pad files)
+    uint8_t *pad = xmalloc(n + 100);
+    memcpy(pad, jpg, n);
+    memset(pad + n, 0, 100);
+    CHECK(image_decode(pad, n + 100, name, &img, err, sizeof err) == 0, "%s + padding: %s", name,
+          err);
+    image_free(&img);
+    free(pad);
+    // cut anywhere from inside the headers to just before EOI: refused as truncated
+    size_t cuts[] = {3, 20, n / 4, n / 2, n - 100, n - 3, n - 2, n - 1};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        if (cuts[i] >= n || cuts[i] < 3) continue;
+        char *what = xasprintf("%s cut to %zu of %zu bytes", name, cuts[i], n);
+        expect_error(jpg, cuts[i], what, "truncated JPEG");
+        free(what);
+    }
+}
+
+static void test_bad_input(const char *fixtures, const char *tmp) {
+    expect_error((const uint8_t *)"", 0, "empty.jpg", "empty file");
+    const char mat[] = "MATLAB 5.0 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024";
+    expect_error((const uint8_t *)mat, sizeof mat, "x.mat", "MATLAB");
+    expect_error((const uint8_t *)"hello world, not an image", 25, "text.jpg", "unknown format");
+    expect_error((const uint8_t *)"BM\x36\0\0\0\0\0", 8, "bitmap.jpg", "BMP");
+    expect_error((const uint8_t *)"\xFF\xD8", 2, "soi-only.jpg", "JPEG");
+    // a GIF header claiming 65535 x 65535 pixels: refused from the header, before decoding
+    const uint8_t big[] = {'G', 'I', 'F', '8', '9', 'a', 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0};
+    expect_error(big, sizeof big, "huge.gif", "cap");
+
+    size_t n;
+    uint8_t *jpg = synthetic_jpeg(&n, 97, 61);
+    test_truncated_jpeg(jpg, n, "stb-written.jpg");
+    free(jpg);
+    char err[512];
+    char *path = xasprintf("%s/formats/rgb444.jpg", fixtures);
+    jpg = read_file(path, &n, 0, err, sizeof err);
+    CHECK(jpg != NULL, "%s", err);
+    if (jpg) test_truncated_jpeg(jpg, n, "pil-written.jpg");
+    free(path);
+
+    // a truncated PNG: stb's reason, no crash
+    path = xasprintf("%s/formats/rgba.png", fixtures);
+    uint8_t *png = read_file(path, &n, 0, err, sizeof err);
+    CHECK(png != NULL, "%s", err);
+    if (png) expect_error(png, n / 2, "half.png", "half.png");
+    free(path);
+
+    // a missing file
+    Image img;
+    char *missing = xasprintf("%s/no-such-file.jpg", tmp);
+    CHECK(image_load(missing, &img, err, sizeof err) == -1 && strstr(err, "no-such-file.jpg"),
+          "missing file: '%s'", err);
+    free(missing);
+
+    // random corruption of real encoders' output: never a crash, and a success is a sane image
+    const uint8_t *srcs[2] = {jpg, png};
+    size_t lens[2] = {0, 0};
+    if (jpg) {
+        char *p2 = xasprintf("%s/formats/rgb444.jpg", fixtures);
+        free(read_file(p2, &lens[0], 0, err, sizeof err));
+        free(p2);
+    }
+    if (png) lens[1] = n;
+    uint64_t s = 42;
+    int ok = 0, refused = 0;
+    for (int k = 0; k < 2; k++) {
+        if (!srcs[k]) continue;
+        uint8_t *buf = xmalloc(lens[k]);
+        for (int t = 0; t < 1500; t++) {
+            memcpy(buf, srcs[k], lens[k]);
+            int flips = 1 + t % 8;
+            for (int f = 0; f < flips; f++) {
+                s = s * 6364136223846793005ull + 1442695040888963407ull;
+                buf[(s >> 33) % lens[k]] ^= (uint8_t)(1u << ((s >> 20) & 7));
+            }
+            size_t len = lens[k] - (t % 3 == 0 ? (size_t)((s >> 40) % 64) : 0);
+            if (image_decode(buf, len, "fuzz", &img, err, sizeof err) == 0) {
+                CHECK(img.w > 0 && img.h > 0 && img.rgb, "fuzz: success without an image");
+                image_free(&img);
+                ok++;
+            } else {
+                refused++;
+            }
+        }
+        free(buf);
+    }
+    printf("corrupted inputs: %d decoded, %d refused, no crash\n", ok, refused);
+    free(jpg);
+    free(png);
+}
+
+// ----------------------------------------------------------------------------
+// PNG writing
+
+static void test_write_png(const char *tmp) {
+    char err[512];
+    if (mkdir_p(tmp)) die("%s: cannot create", tmp);
+    Image a = {37, 23, xmalloc(37 * 23 * 3)}, b;
+    for (int i = 0; i < 37 * 23 * 3; i++) a.rgb[i] = (uint8_t)(i * 13);
+    char *path = xasprintf("%s/sub/dir/out.png", tmp);
+    CHECK(image_write_png(path, &a, err, sizeof err) == 0, "%s", err);
+    CHECK(image_load(path, &b, err, sizeof err) == 0, "%s", err);
+    CHECK(b.w == 37 && b.h == 23 && !memcmp(a.rgb, b.rgb, 37 * 23 * 3), "PNG round trip differs");
+    image_free(&b);
+    // no temporary left behind
+    char *dir = xasprintf("%s/sub/dir", tmp);
+    DIR *d = opendir(dir);
+    int entries = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.') entries++;
+    if (d) closedir(d);
+    CHECK(entries == 1, "%s: %d entries after writing one PNG", dir, entries);
+    // a write that cannot succeed (the parent is a file) fails cleanly
+    char *bad = xasprintf("%s/out.png/x.png", dir);
+    CHECK(image_write_png(bad, &a, err, sizeof err) == -1, "writing under a file succeeded");
+    // an invalid image is refused and the old file stays
+    Image empty = {0, 0, NULL};
+    CHECK(image_write_png(path, &empty, err, sizeof err) == -1, "writing an empty image succeeded");
+    CHECK(image_load(path, &b, err, sizeof err) == 0 && b.w == 37, "old PNG lost: %s", err);
+    image_free(&b);
+    image_free(&a);
+    free(bad);
+    free(dir);
+    free(path);
+}
+
+// ----------------------------------------------------------------------------
+// the real 3-class set
+
+static int test_shared(const char *root) {
+    char *images = xasprintf("%s/images", root);
+    DIR *d = opendir(images);
+    if (!d) {
+        printf("SKIP: %s not found (the shared 3-class subset)\n", images);
+        free(images);
+        return 77;
+    }
+    char err[512];
+    int jpg_ok = 0, jpg_bad = 0, mats = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (len < 5) continue;
+        char *path = xasprintf("%s/%s", images, e->d_name);
+        Image img;
+        if (!strcmp(e->d_name + len - 4, ".mat")) {
+            CHECK(image_load(path, &img, err, sizeof err) == -1 && strstr(err, "MATLAB") &&
+                      strstr(err, e->d_name),
+                  "%s: must be refused as a MATLAB file naming it, got '%s'", path, err);
+            mats++;
+        } else if (!strcmp(e->d_name + len - 4, ".jpg")) {
+            if (image_load(path, &img, err, sizeof err) == 0) {
+                jpg_ok++;
+                if (!strcmp(e->d_name, "Abyssinian_5.jpg"))
+                    CHECK(img.w == 200 && img.h == 150, "Abyssinian_5 (PNG): %dx%d", img.w, img.h);
+                if (!strcmp(e->d_name, "Abyssinian_34.jpg"))
+                    CHECK(img.w == 250 && img.h == 202, "Abyssinian_34 (GIF): %dx%d", img.w, img.h);
+                image_free(&img);
+            } else {
+                CHECK(0, "%s", err);
+                jpg_bad++;
+            }
+        }
+        free(path);
+    }
+    closedir(d);
+    CHECK(mats == 3, "%d .mat files, expected 3", mats);
+    CHECK(jpg_ok == 600 && jpg_bad == 0, "%d .jpg decoded, %d failed; expected 600 and 0", jpg_ok,
+          jpg_bad);
+    printf("shared: %d .jpg files decoded (598 JPEG + PNG + GIF), %d MATLAB files refused\n",
+           jpg_ok, mats);
+    // real JPEGs truncated at run time: refused as truncated (stb alone would fill grey)
+    const char *names[] = {"Abyssinian_1.jpg", "Abyssinian_120.jpg" /* progressive */};
+    for (int i = 0; i < 2; i++) {
+        char *path = xasprintf("%s/%s", images, names[i]);
+        size_t n;
+        uint8_t *buf = read_file(path, &n, 0, err, sizeof err);
+        CHECK(buf != NULL, "%s", err);
+        if (buf) test_truncated_jpeg(buf, n, names[i]);
+        free(buf);
+        free(path);
+    }
+    free(images);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3 && !(argc == 5 && !strcmp(argv[3], "--shared")))
+        die("usage: test-image FIXTURE_DIR TMP_DIR [--shared DIR]");
+    int rc = 0;
+    if (argc == 5) {
+        rc = test_shared(argv[4]);
+        if (rc == 77) return 77;
+    } else {
+        test_formats(argv[1]);
+        test_bad_input(argv[1], argv[2]);
+        test_write_png(argv[2]);
+    }
+    if (failures) {
+        fprintf(stderr, "%d check(s) failed\n", failures);
+        return 1;
+    }
+    printf("all image checks passed\n");
+    return rc;
+}
