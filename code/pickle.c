@@ -76,7 +76,7 @@ void unpickler_free(Unpickler *u) {
     free(u);
 }
 
-static const char *type_name(const PkObj *o) {
+const char *pk_type_name(const PkObj *o) {
     switch (o->type) {
     case PK_NONE: return "None";
     case PK_BOOL: return "bool";
@@ -216,7 +216,7 @@ static PkObj *rebuild_tensor(Unpickler *u, PkObj *args, char *err, size_t errlen
     int64_t off;
     if (st->type != PK_STORAGE) {
         fail(u, err, errlen, "_rebuild_tensor_v2: first argument is a %s, not a storage",
-             type_name(st));
+             pk_type_name(st));
         return NULL;
     }
     if (get_int(args->items[1], &off) || off < 0) {
@@ -289,7 +289,7 @@ static int do_reduce(Unpickler *u, char *err, size_t errlen) {
     if (!args) return -1;
     PkObj *fn = pop(u, err, errlen);
     if (!fn) return -1;
-    if (fn->type != PK_GLOBAL) return fail(u, err, errlen, "REDUCE on a %s", type_name(fn));
+    if (fn->type != PK_GLOBAL) return fail(u, err, errlen, "REDUCE on a %s", pk_type_name(fn));
     if (args->type != PK_TUPLE) return fail(u, err, errlen, "REDUCE arguments are not a tuple");
     PkObj *r = NULL;
     switch (fn->global) {
@@ -327,7 +327,7 @@ static int do_persid(Unpickler *u, char *err, size_t errlen) {
     PkObj *ty = pid->items[1], *key = pid->items[2];
     int64_t numel;
     if (ty->type != PK_GLOBAL || ty->global != PKG_STORAGE_TYPE)
-        return fail(u, err, errlen, "persistent id: storage type is a %s", type_name(ty));
+        return fail(u, err, errlen, "persistent id: storage type is a %s", pk_type_name(ty));
     if (key->type != PK_STR || pid->items[3]->type != PK_STR)
         return fail(u, err, errlen, "persistent id: key and location must be strings");
     if (get_int(pid->items[4], &numel) || numel < 0)
@@ -584,11 +584,11 @@ PkObj *unpickle(Unpickler *u, const uint8_t *buf, size_t n, char *err, size_t er
             if (!(a = pop(u, err, errlen)) || !(o = top(u, err, errlen))) return NULL;
             if (o->type != PK_DICT) {
                 fail(u, err, errlen, "BUILD on a %s (only a dict's attributes may be set)",
-                     type_name(o));
+                     pk_type_name(o));
                 return NULL;
             }
             if (a->type != PK_DICT && a->type != PK_NONE && a->type != PK_TUPLE) {
-                fail(u, err, errlen, "BUILD with a %s state", type_name(a));
+                fail(u, err, errlen, "BUILD with a %s state", pk_type_name(a));
                 return NULL;
             }
             break;
@@ -597,7 +597,7 @@ PkObj *unpickle(Unpickler *u, const uint8_t *buf, size_t n, char *err, size_t er
                 !(o = top(u, err, errlen)))
                 return NULL;
             if (o->type != PK_DICT) {
-                fail(u, err, errlen, "SETITEM on a %s", type_name(o));
+                fail(u, err, errlen, "SETITEM on a %s", pk_type_name(o));
                 return NULL;
             }
             obj_push_item(o, a);
@@ -611,7 +611,7 @@ PkObj *unpickle(Unpickler *u, const uint8_t *buf, size_t n, char *err, size_t er
             }
             o = u->stack[start - 1];
             if (o->type != PK_DICT) {
-                fail(u, err, errlen, "SETITEMS on a %s", type_name(o));
+                fail(u, err, errlen, "SETITEMS on a %s", pk_type_name(o));
                 return NULL;
             }
             for (size_t i = start; i < u->sp; i++) obj_push_item(o, u->stack[i]);
@@ -620,7 +620,7 @@ PkObj *unpickle(Unpickler *u, const uint8_t *buf, size_t n, char *err, size_t er
         case 'a': // APPEND
             if (!(a = pop(u, err, errlen)) || !(o = top(u, err, errlen))) return NULL;
             if (o->type != PK_LIST) {
-                fail(u, err, errlen, "APPEND on a %s", type_name(o));
+                fail(u, err, errlen, "APPEND on a %s", pk_type_name(o));
                 return NULL;
             }
             obj_push_item(o, a);

@@ -67,6 +67,8 @@ Unpickler *unpickler_new(const char *label, PkStorageFn storage_fn, void *ctx);
 // naming the byte offset and the problem.
 PkObj *unpickle(Unpickler *u, const uint8_t *buf, size_t n, char *err, size_t errlen);
 void unpickler_free(Unpickler *u);
+// "int", "str", "tensor", ...: for messages.
+const char *pk_type_name(const PkObj *o);
 
 // The data.pkl that torch 1.13 writes for `sd` saved as an OrderedDict (without _metadata):
 // tensor i refers to storage key "i". Returns a heap buffer of *n bytes.

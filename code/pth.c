@@ -172,7 +172,7 @@ static int to_state_dict(const PkObj *root, size_t file_bytes, const char *name,
     if (root->type != PK_DICT)
         return set_err(err, errlen, "%s: the checkpoint holds a %s, not a state dict (an "
                        "OrderedDict of tensors); save model.state_dict()", name,
-                       root->type == PK_TENSOR ? "single tensor" : "non-dict object");
+                       pk_type_name(root));
     size_t npairs = root->n / 2, total = 0;
     for (size_t i = 0; i < npairs; i++) {
         const PkObj *k = root->items[2 * i], *v = root->items[2 * i + 1];
@@ -181,9 +181,9 @@ static int to_state_dict(const PkObj *root, size_t file_bytes, const char *name,
         if (strlen(k->s) != k->slen)
             return set_err(err, errlen, "%s: state dict key %zu contains a NUL byte", name, i);
         if (v->type != PK_TENSOR)
-            return set_err(err, errlen, "%s: key '%s' holds a %s, not a tensor: this is not a "
+            return set_err(err, errlen, "%s: key '%s' holds a value of type %s, not a tensor: this is not a "
                            "plain state dict (a training checkpoint? save model.state_dict())",
-                           name, k->s, v->type == PK_DICT ? "dict" : "non-tensor value");
+                           name, k->s, pk_type_name(v));
         size_t bytes;
         if (size_mul(v->numel, pth_dtype_size(v->dtype), &bytes) ||
             size_add(total, bytes, &total) || total / 4 > file_bytes)
@@ -250,6 +250,20 @@ int pth_load_mem(const uint8_t *buf, size_t n, const char *name, StateDict *sd, 
         if (!(bo->size == 6 && memcmp(b, "little", 6) == 0)) {
             set_err(err, errlen, "%s: byte order '%.*s' is not supported (only little-endian)",
                     name, bo->size < 16 ? (int)bo->size : 16, (const char *)b);
+            goto out;
+        }
+    }
+    char *ver_name = xasprintf("%sversion", prefix);
+    const ZipEntry *ver = zip_find(&z, ver_name);
+    free(ver_name);
+    if (ver) { // "3\n" from torch 1.6 to 2.x; read it so that damage there is noticed too
+        const uint8_t *v;
+        if (zip_entry_data(&z, ver, 1, &v, err, errlen)) goto out;
+        size_t k = 0;
+        while (k < ver->size && k < 8 && v[k] >= '0' && v[k] <= '9') k++;
+        if (k == 0 || (k < ver->size && v[k] != '\n')) {
+            set_err(err, errlen, "%s: bad archive version record '%.*s'", name,
+                    ver->size < 16 ? (int)ver->size : 16, (const char *)v);
             goto out;
         }
     }

@@ -147,16 +147,18 @@ int zip_open_mem(ZipReader *z, const uint8_t *buf, size_t n, const char *label, 
     size_t p = (size_t)cd_off, end = (size_t)(cd_off + cd_size);
     for (uint64_t i = 0; i < count; i++) {
         if (end - p < CENTRAL_SIZE || rd32(buf + p) != SIG_CENTRAL) {
+            int r = set_err(err, errlen, "%s: corrupt central directory at entry %llu "
+                            "(offset %zu)", label, (unsigned long long)i, p);
             zip_close(z);
-            return set_err(err, errlen, "%s: corrupt central directory at entry %llu (offset %zu)",
-                           label, (unsigned long long)i, p);
+            return r;
         }
         const uint8_t *c = buf + p;
         size_t nlen = rd16(c + 28), xlen = rd16(c + 30), clen = rd16(c + 32);
         if (end - p - CENTRAL_SIZE < nlen + xlen + clen) {
+            int r = set_err(err, errlen, "%s: central directory entry %llu runs past the "
+                            "directory", label, (unsigned long long)i);
             zip_close(z);
-            return set_err(err, errlen, "%s: central directory entry %llu runs past the directory",
-                           label, (unsigned long long)i);
+            return r;
         }
         ZipEntry *ze = &z->e[z->count];
         ze->flags = rd16(c + 8);
@@ -168,37 +170,42 @@ int zip_open_mem(ZipReader *z, const uint8_t *buf, size_t n, const char *label, 
         ze->name[nlen] = 0;
         z->count++;
         if (memchr(ze->name, 0, nlen)) {
+            int r = set_err(err, errlen, "%s: zip entry name with a NUL byte", label);
             zip_close(z);
-            return set_err(err, errlen, "%s: zip entry name with a NUL byte", label);
+            return r;
         }
         if (read_zip64_extra(c + CENTRAL_SIZE + nlen, xlen, &usize, &csize, &hoff,
                              usize == 0xFFFFFFFFu, csize == 0xFFFFFFFFu, hoff == 0xFFFFFFFFu)) {
-            zip_close(z);
-            return set_err(err, errlen, "%s: entry '%s': missing or corrupt zip64 extra field",
+            int r = set_err(err, errlen, "%s: entry '%s': missing or corrupt zip64 extra field",
                            label, ze->name);
+            zip_close(z);
+            return r;
         }
         ze->size = usize;
         ze->csize = csize;
         // The local header: its sizes may be zero (data descriptor); only its lengths matter.
         if (hoff > n || n - hoff < LOCAL_SIZE || rd32(buf + hoff) != SIG_LOCAL) {
-            zip_close(z);
-            return set_err(err, errlen, "%s: entry '%s': local header at offset %llu is missing "
+            int r = set_err(err, errlen, "%s: entry '%s': local header at offset %llu is missing "
                            "or corrupt (truncated file?)", label, ze->name,
                            (unsigned long long)hoff);
+            zip_close(z);
+            return r;
         }
         const uint8_t *l = buf + hoff;
         uint64_t lnlen = rd16(l + 26), lxlen = rd16(l + 28);
         uint64_t data = hoff + LOCAL_SIZE + lnlen + lxlen;
         if (lnlen != nlen || data > n || memcmp(l + LOCAL_SIZE, ze->name, nlen) != 0) {
-            zip_close(z);
-            return set_err(err, errlen, "%s: entry '%s': local header does not match the central "
+            int r = set_err(err, errlen, "%s: entry '%s': local header does not match the central "
                            "directory (corrupt file)", label, ze->name);
+            zip_close(z);
+            return r;
         }
         if (csize > n - data) {
+            int r = set_err(err, errlen, "%s: entry '%s' (%llu bytes at offset %llu) runs past "
+                            "the end of the file (%zu bytes; truncated?)", label, ze->name,
+                            (unsigned long long)csize, (unsigned long long)data, n);
             zip_close(z);
-            return set_err(err, errlen, "%s: entry '%s' (%llu bytes at offset %llu) runs past the "
-                           "end of the file (%zu bytes; truncated?)", label, ze->name,
-                           (unsigned long long)csize, (unsigned long long)data, n);
+            return r;
         }
         ze->data_offset = data;
         p += CENTRAL_SIZE + nlen + xlen + clen;
