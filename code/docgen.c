@@ -321,7 +321,7 @@ char *docgen_format_value(const JsonEntry *e, const char *mods, char *err, size_
     const char *fmt = NULL;
     size_t fmt_len = 0;
     double scale = 1;
-    int scaled = 0, raw = 0;
+    int scaled = 0, raw = 0, base = 0;
     // parse the modifier chain
     for (const char *m = mods; m && *m;) {
         const char *bar = strchr(m, '|');
@@ -342,9 +342,11 @@ char *docgen_format_value(const JsonEntry *e, const char *mods, char *err, size_
             scale *= s, scaled = 1;
         } else if (strcmp(one, "raw") == 0) {
             raw = 1;
+        } else if (strcmp(one, "basename") == 0) {
+            base = 1;
         } else {
             set_err(err, errlen, "unknown modifier \"%s\" (use a printf format such as %%.3f, a scale "
-                    "such as *100, or raw)", one);
+                    "such as *100, basename or raw)", one);
             free(one);
             return NULL;
         }
@@ -359,6 +361,11 @@ char *docgen_format_value(const JsonEntry *e, const char *mods, char *err, size_
         if (!conv) return NULL;
     }
     Buf b = {0};
+    if (base && !e->is_string) {
+        set_err(err, errlen, "basename applies to strings (file paths), not to the number %s", e->text);
+        free(fmtc);
+        return NULL;
+    }
     if (e->is_string) {
         if (scaled || (conv && conv != 's')) {
             set_err(err, errlen, "the value is the string \"%s\": only %%s formats and raw apply",
@@ -366,7 +373,9 @@ char *docgen_format_value(const JsonEntry *e, const char *mods, char *err, size_
             free(fmtc);
             return NULL;
         }
-        char *s = conv ? xasprintf(fmtc, e->text) : xstrdup(e->text);
+        const char *text = e->text, *slash = strrchr(text, '/');
+        if (base && slash && slash[1]) text = slash + 1;
+        char *s = conv ? xasprintf(fmtc, text) : xstrdup(text);
         if (raw) buf_puts(&b, s);
         else md_escape(&b, s);
         free(s);

@@ -6,6 +6,7 @@
 //   {{NN-name:key|%.3f}}        ... formatted with one printf conversion (d i u x X e E f F g G s)
 //   {{NN-name:key|*100|%.1f}}   ... scaled first (here a fraction shown as a percentage)
 //   {{NN-name:key|raw}}         ... a string inserted without Markdown escaping (inside `code`)
+//   {{NN-name:key|basename}}    ... a path string without its directories
 //   {{figure:pets.png}}         the path of <figures>/pets.png (which must exist)
 //   {{code:code/01-data-loading.c#count-classes}}    (alone on a line) the lines between
 //                               "// region: count-classes" and its "// endregion", as a C block
@@ -54,7 +55,7 @@ void flatjson_free(FlatJson *j);
 // values and regions
 
 // Formats a value with a chain of modifiers separated by '|' ("" = as written in the file;
-// "*100|%.1f"; "%d" rounds to the nearest integer; "raw"). Returns a heap string, or NULL with err.
+// "*100|%.1f"; "%d" rounds to the nearest integer; "raw"; "basename"). Returns a heap string, or NULL with err.
 // Strings are escaped for Markdown unless "raw" is given.
 char *docgen_format_value(const JsonEntry *e, const char *mods, char *err, size_t errlen);
 

@@ -110,6 +110,7 @@ static void test_format(void) {
     JsonEntry sec = {"sec", "11.5", 0, 11.5};
     JsonEntry neg = {"neg", "-2.5", 0, -2.5};
     JsonEntry str = {"s", "american_pit_bull *x* [y] $z", 1, 0};
+    JsonEntry path = {"p", "/data/pets/images/Abyssinian_100.jpg", 1, 0};
     struct { const JsonEntry *e; const char *mods, *want; } cases[] = {
         {&acc, "", "0.90625"},
         {&acc, "%.3f", "0.906"},
@@ -132,6 +133,9 @@ static void test_format(void) {
         {&str, "raw", "american_pit_bull *x* [y] $z"},
         {&str, "%s|raw", "american_pit_bull *x* [y] $z"},
         {&str, "%.8s|raw", "american"},
+        {&path, "basename", "Abyssinian\\_100.jpg"},
+        {&path, "basename|raw", "Abyssinian_100.jpg"},
+        {&str, "basename|raw", "american_pit_bull *x* [y] $z"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *s = fmt(cases[i].e, cases[i].mods);
@@ -152,6 +156,7 @@ static void test_format(void) {
         {&neg, "%u", "non-negative"},
         {&str, "%.3f", "only %s formats"},
         {&str, "*100", "only %s formats"},
+        {&n, "basename", "applies to strings"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *s = fmt(bad[i].e, bad[i].mods);
