@@ -841,13 +841,21 @@ static void expand_table(DocGen *g, const char *ph, const char *md, int line, Bu
         report(g, md, line, ph, "%s has no data rows", path);
         ok = 0;
     }
-    // the columns shown
-    int *cols = xmalloc((size_t)(ncol > 0 ? ncol : 1) * 4 * sizeof *cols);
-    int n_cols = 0;
+    // the columns shown, each with an optional format ("val_acc:%.3f")
+    int n_cols = 0, cap = ncol > 0 ? ncol : 1;
+    int *cols = xmalloc((size_t)cap * sizeof *cols);
+    char **fmts = xcalloc((size_t)cap, sizeof *fmts);
     if (ok && bar) {
         char **want;
         int nw = csv_split(bar + 1, &want);
+        if (nw > cap) {
+            cap = nw;
+            cols = xrealloc(cols, (size_t)cap * sizeof *cols);
+            fmts = xrealloc(fmts, (size_t)cap * sizeof *fmts);
+        }
         for (int w = 0; w < nw; w++) {
+            char *colon = strchr(want[w], ':');
+            if (colon) *colon = 0;
             int c = -1;
             for (int k = 0; k < ncol; k++)
                 if (strcmp(rows[0][k], want[w]) == 0) c = k;
@@ -857,38 +865,63 @@ static void expand_table(DocGen *g, const char *ph, const char *md, int line, Bu
                 report(g, md, line, ph, "%s has no column \"%s\" (its columns: %s)", path, want[w], have.s);
                 free(have.s);
                 ok = 0;
-            } else if (n_cols < 4 * ncol) cols[n_cols++] = c;
+                continue;
+            }
+            fmts[n_cols] = colon ? xstrdup(colon + 1) : NULL;
+            cols[n_cols++] = c;
         }
         free_fields(want, nw);
     } else if (ok) {
         for (int k = 0; k < ncol; k++) cols[n_cols++] = k;
     }
+    Buf table = {0};
     if (ok) {
-        add_dep(g, path);
-        buf_puts(out, "\n|");
+        buf_puts(&table, "\n|");
         for (int c = 0; c < n_cols; c++) {
-            buf_putc(out, ' ');
-            md_escape(out, rows[0][cols[c]]);
-            buf_puts(out, " |");
+            buf_putc(&table, ' ');
+            md_escape(&table, rows[0][cols[c]]);
+            buf_puts(&table, " |");
         }
-        buf_puts(out, "\n|");
+        buf_puts(&table, "\n|");
         for (int c = 0; c < n_cols; c++) {
             int numeric = 1;
             for (int r = 1; r < n_rows; r++) numeric &= is_number(rows[r][cols[c]]);
-            buf_puts(out, numeric ? "---:|" : ":---|");
+            buf_puts(&table, numeric ? "---:|" : ":---|");
         }
-        buf_putc(out, '\n');
-        for (int r = 1; r < n_rows; r++) {
-            buf_putc(out, '|');
+        buf_putc(&table, '\n');
+        for (int r = 1; r < n_rows && ok; r++) {
+            buf_putc(&table, '|');
             for (int c = 0; c < n_cols; c++) {
-                buf_putc(out, ' ');
-                md_escape(out, rows[r][cols[c]]);
-                buf_puts(out, " |");
+                const char *cell = rows[r][cols[c]];
+                buf_putc(&table, ' ');
+                if (fmts[c]) { // formatted as a results value would be
+                    JsonEntry e = {rows[0][cols[c]], (char *)cell, !is_number(cell), 0};
+                    if (!e.is_string) e.num = strtod(cell, NULL);
+                    char ferr[256];
+                    char *v = docgen_format_value(&e, fmts[c], ferr, sizeof ferr);
+                    if (!v) {
+                        report(g, md, line, ph, "%s, column %s, row %d: %s", path, rows[0][cols[c]], r, ferr);
+                        ok = 0;
+                        break;
+                    }
+                    buf_puts(&table, v);
+                    free(v);
+                } else {
+                    md_escape(&table, cell);
+                }
+                buf_puts(&table, " |");
             }
-            buf_putc(out, '\n');
+            buf_putc(&table, '\n');
         }
-        buf_putc(out, '\n');
+        buf_putc(&table, '\n');
     }
+    if (ok) {
+        add_dep(g, path);
+        buf_add(out, table.s, table.n);
+    }
+    free(table.s);
+    for (int c = 0; c < n_cols; c++) free(fmts[c]);
+    free(fmts);
     free(cols);
     for (int r = 0; r < n_rows; r++) free_fields(rows[r], ncol);
     free(rows);

@@ -11,7 +11,8 @@
 //   {{code:code/01-data-loading.c#count-classes}}    (alone on a line) the lines between
 //                               "// region: count-classes" and its "// endregion", as a C block
 //   {{table:04-feature-extraction.csv}}              (alone on a line) a CSV of <results> as a
-//   {{table:04-feature-extraction.csv|epoch,val_acc}} table, optionally only some columns
+//   {{table:04-feature-extraction.csv|epoch,val_acc}} table, optionally only some columns,
+//   {{table:04-feature-extraction.csv|epoch,val_loss:%.4f,val_acc:*100|%.1f}}  formatted
 //
 // A missing file, key, region or column is an error naming the chapter file, line and key; all
 // errors of a chapter are reported, then the run fails. `\{{` stays literal (pandoc shows "{{").

@@ -290,6 +290,17 @@ static void test_expand(const char *dir) {
     docgen_free(&g);
     free(out), free(want), free(msg);
 
+    // a table with formatted columns
+    out = expand(dir, "{{table:04-y.csv|val_acc:*100|%.1f,epoch:%02d,val_loss}}\n", &msg, NULL);
+    CHECK_STR(out, "```{=latex}\n\\petschapter{none}\n```\n\n"
+                   "\n| val\\_acc | epoch | val\\_loss |\n|---:|---:|---:|\n| 25.0 | 01 | 1.5 |\n"
+                   "| 50.0 | 02 | 1.25 |\n\n");
+    free(out), free(msg);
+    out = expand(dir, "{{table:04-y.csv|val_acc:%q}}\n", &msg, NULL);
+    CHECK(out == NULL, "bad column format accepted");
+    CHECK_HAS(msg, "04-y.csv, column val_acc, row 1: format \"%q\" is not one printf conversion");
+    free(out), free(msg);
+
     // the weights mark: random wins over ImageNet in a chapter that uses both
     out = expand(dir, "{{05-z:acc}}\n", &msg, NULL);
     CHECK(out && strncmp(out, "```{=latex}\n\\petschapter{imagenet}\n", 35) == 0, "%s", out);
