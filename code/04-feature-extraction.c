@@ -1,0 +1,199 @@
+// 04-feature-extraction.c: Chapter 4, transfer learning by feature extraction.
+// Take ResNet34 pretrained on ImageNet, freeze every backbone weight, replace its 1000-way fc by a
+// new 512 -> 37 linear layer and train only that layer on Oxford-IIIT Pet (trainval split), with
+// the tutorial's recipe: Adam lr 1e-3, CrossEntropyLoss(reduction='sum'), ReduceLROnPlateau
+// (factor 0.1, patience 2) stepped on the validation loss (test split), 30 epochs, batch 32.
+//
+// Two variants:
+// - default ("cached-eval-bn"), a true feature extractor: BatchNorm uses its running statistics,
+//   so the backbone is a fixed function and each image's 512 features never change. They are
+//   computed once (one pass over both splits, decoding on all cores), cached on disk, and the
+//   head trains on them: the same numbers as recomputing the backbone every epoch, far faster.
+// - --bn-train ("bn-train"), the tutorial's PyTorch code exactly: `requires_grad = False` freezes
+//   the weights, but under model.train() BatchNorm normalizes with batch statistics and updates
+//   its running statistics, so the "frozen" backbone drifts while the head trains. The backbone
+//   runs in train mode on every training batch, nothing is cached; validation uses eval mode.
+//
+// Outputs (under --results, default results/): 04-feature-extraction.{csv,json,pth,
+// predictions.csv} (04-feature-extraction-bn-train.* for the variant) and a checkpoint (.ckpt)
+// after every epoch for --resume.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "experiment.h"
+#include "preprocess.h"
+
+static const char ABOUT[] =
+    "04-feature-extraction: train a new 37-way head on a frozen ImageNet ResNet34 (the tutorial's\n"
+    "feature extraction). By default BatchNorm stays in eval mode and the backbone's features are\n"
+    "computed once and cached; --bn-train reproduces the tutorial's model.train() behaviour.";
+
+// region: feature-cache
+// The frozen backbone in eval mode is a fixed function: an image's 512 pooled features never
+// change, so compute them once for the whole split and keep them on disk. The cache key covers
+// the weights file (SHA-256), the split (annotations, file names, sizes, dates), the
+// preprocessing version and the device's arithmetic.
+static float *cached_features(Experiment *x, int s, uint8_t **ok_out) {
+    const PetSplit *ds = s ? &x->val : &x->train;
+    const size_t row = RESNET34_FEATURES * sizeof(float);
+    float *features = xcalloc((size_t)ds->n, row); // (n, 512)
+    uint8_t *ok = xcalloc((size_t)ds->n, 1);       // (n) 1 where the image decoded
+    char key[65], err[1024];
+    char *path = exp_feature_cache_path(x, s, key);
+    Cache c;
+    if (cache_open(&c, path, CACHE_KIND_FEATURES, key, ds, row) == 0) {
+        memcpy(features, c.data, (size_t)ds->n * row);
+        memcpy(ok, c.ok, (size_t)ds->n);
+        cache_close(&c);
+        printf("cache: %s (features of the %s split, reused)\n", path, ds->split);
+        if (strcmp(x->cache_status, "none") == 0) x->cache_status = "hit";
+    } else {
+        double t0 = now_seconds();
+        float *batch_features = xmalloc((size_t)x->a.batch_size * row);
+        Source *images = source_images(x, s, NULL); // decodes the JPEGs on all cores
+        char *label = xasprintf("features %s", ds->split);
+        source_start(images, -1, label);
+        XBatch b;
+        while (source_next(images, &b)) {
+            resnet34_forward(x->model, b.x, b.n, PREP_CROP, PREP_CROP, /*bn_train=*/0);
+            resnet34_features(x->model, batch_features); // (b.n, 512)
+            for (int k = 0; k < b.n; k++) {
+                memcpy(features + (size_t)b.index[k] * RESNET34_FEATURES,
+                       batch_features + (size_t)k * RESNET34_FEATURES, row);
+                ok[b.index[k]] = 1;
+            }
+        }
+        source_free(images);
+        free(label);
+        free(batch_features);
+        if (cache_write(path, CACHE_KIND_FEATURES, key, ds, ok, row, features, err, sizeof err))
+            die("%s (pass --cache DIR to put the cache elsewhere)", err);
+        x->feature_seconds += now_seconds() - t0;
+        x->setup_seconds += now_seconds() - t0;
+        x->cache_status = "built";
+    }
+    free(path);
+    *ok_out = ok;
+    return features;
+}
+// endregion
+
+// One pass over the validation split in eval mode; keeps the logits for the predictions file.
+static void validate(Experiment *x, Source *val, double *loss, int *correct) {
+    *loss = 0;
+    *correct = 0;
+    XBatch b;
+    source_start(val, -1, x->a.bn_train ? "validate" : NULL);
+    while (source_next(val, &b)) {
+        // region: validate
+        if (x->a.bn_train) resnet34_forward(x->model, b.x, b.n, PREP_CROP, PREP_CROP, /*bn_train=*/0);
+        else resnet34_forward_head(x->model, b.x, b.n);
+        int c = 0;
+        *loss += resnet34_loss(x->model, b.label, /*mean=*/0, /*backward=*/0, 1.0f, &c);
+        *correct += c;
+        // endregion
+        exp_keep_logits(x, &b);
+    }
+}
+
+int main(int argc, char **argv) {
+    ExpArgs a = {.root = "data/oxford-iiit-pet",
+                 .weights = "data/weights/resnet34-b627a593.pth",
+                 .device = "auto",
+                 .results = "results",
+                 .epochs = 30,
+                 .batch_size = 32,
+                 .lr = 1e-3f,
+                 .seed = 0};
+    exp_parse_args(&a, argc, argv, ABOUT, EXP_OPT_BN_TRAIN);
+    Experiment x;
+    exp_setup(&x, &a, "04-feature-extraction",
+              a.bn_train ? "04-feature-extraction-bn-train" : "04-feature-extraction",
+              a.bn_train ? "bn-train" : "cached-eval-bn");
+    ResNet34 *model = x.model;
+
+    // region: freeze
+    // `for param in model.parameters(): param.requires_grad = False`, then the new fc (made in
+    // exp_setup) is the only trainable layer: no gradient is computed below it.
+    resnet34_freeze_backbone(model, 1);
+    // endregion
+
+    // The inputs of the head: cached features, or (--bn-train) the images themselves, decoded
+    // once into a uint8 crop cache so that later epochs do not decode JPEGs again.
+    Source *train, *val;
+    Cache crops[2];
+    float *features[2] = {NULL, NULL};
+    uint8_t *ok[2] = {NULL, NULL};
+    if (a.bn_train) {
+        for (int s = 0; s < 2; s++) exp_image_cache(&x, s, &crops[s]);
+        train = source_images(&x, 0, &crops[0]);
+        val = source_images(&x, 1, &crops[1]);
+    } else {
+        for (int s = 0; s < 2; s++) features[s] = cached_features(&x, s, &ok[s]);
+        train = source_features(&x, 0, features[0], ok[0]);
+        val = source_features(&x, 1, features[1], ok[1]);
+    }
+    if (a.epochs == 0) {
+        printf("--epochs 0: the caches are ready; nothing to train\n");
+        return 0;
+    }
+
+    // region: optimizer
+    Adam optimizer;               // torch.optim.Adam(model.parameters(), lr=1e-3)
+    adam_init(&optimizer, a.lr);
+    Plateau scheduler;            // ReduceLROnPlateau(optimizer, factor=0.1, patience=2)
+    plateau_init(&scheduler, 0.1, 2);
+    GradScaler scaler;            // torch.cuda.amp.GradScaler(), a no-op in fp32
+    scaler_init(&scaler, x.precision == PREC_FP16);
+    // endregion
+    int start = exp_resume(&x, &optimizer, &scheduler, &scaler);
+
+    const int n_train = source_count(train), n_val = source_count(val);
+    for (int epoch = start; epoch < a.epochs; epoch++) {
+        double t0 = now_seconds();
+        float lr = optimizer.lr;
+        double train_loss = 0;
+        XBatch b;
+        source_start(train, epoch, a.bn_train ? "train" : NULL); // shuffled with the seed
+        while (source_next(train, &b)) {
+            // region: training-step
+            if (a.bn_train) // model.train(): batch statistics, running statistics drift
+                resnet34_forward(model, b.x, b.n, PREP_CROP, PREP_CROP, /*bn_train=*/1);
+            else            // the frozen backbone already ran: only the head
+                resnet34_forward_head(model, b.x, b.n);
+            float scale = exp_loss_scale(&x, &scaler);
+            train_loss += resnet34_loss(model, b.label, /*mean=*/0, /*backward=*/1, scale, NULL);
+            int overflow = scaler.enabled && resnet34_grads_nonfinite(model);
+            if (scaler_update(&scaler, overflow)) adam_step(&optimizer, model, 1.0f / scale);
+            // endregion
+        }
+        double val_loss;
+        int correct;
+        validate(&x, val, &val_loss, &correct);
+        ExpRow row = {train_loss / n_train, val_loss / n_val, (double)correct / n_val, lr,
+                      now_seconds() - t0};
+        exp_log_epoch(&x, epoch, row);
+        // region: scheduler-step
+        plateau_step(&scheduler, val_loss / n_val, &optimizer.lr, /*verbose=*/1);
+        // endregion
+        exp_checkpoint(&x, &optimizer, &scheduler, &scaler);
+    }
+    if (start == a.epochs) { // resumed a finished run: evaluate the final model again
+        double val_loss;
+        int correct;
+        validate(&x, val, &val_loss, &correct);
+    }
+    exp_finish(&x);
+
+    source_free(train);
+    source_free(val);
+    for (int s = 0; s < 2; s++) {
+        if (a.bn_train) cache_close(&crops[s]);
+        free(features[s]);
+        free(ok[s]);
+    }
+    exp_close(&x);
+    return 0;
+}
