@@ -1,0 +1,473 @@
+// 06-comparison.c: chapter 6, feature extraction against fine-tuning.
+//
+// Reads what the training chapters wrote under --results and puts the runs side by side:
+//   04-feature-extraction            (run "extract":  frozen backbone, BatchNorm in eval mode)
+//   04-feature-extraction-bn-train   (run "bntrain":  the tutorial's model.train() behaviour)
+//   05-fine-tuning                   (run "finetune": every weight trained)
+// Of each run it needs <name>.csv (one line per epoch), <name>.json (the run's summary) and
+// <name>.predictions.csv (the final model on every validation image). A run whose JSON is missing
+// was not run: it is reported and skipped; at least one run must exist.
+//
+//   build/06-comparison [--results DIR] [--root DIR] [--figures DIR] [--font FILE.ttf]
+//
+// Writes, atomically, under --results: 06-comparison.json (flat summary), 06-comparison.csv (one
+// row per run), 06-comparison.curves.dat (the epochs of every run, one gnuplot block per run),
+// 06-comparison.per-class.csv (per-class accuracy of every run), and per run
+// 06-comparison.confusion-<run>.csv (counts) and .dat (row fractions, for the heat map); under
+// --figures, 06-most-wrong-<run>.png: the validation images the final model got wrong with the
+// highest confidence, with their true and predicted breeds.
+#define _GNU_SOURCE
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "dataset.h"
+#include "docgen.h"
+#include "figure.h"
+#include "results.h"
+
+#define K PETS_NUM_CLASSES
+#define WRONG_COLS 4 // the most-confidently-wrong grid: 4 x 3 panels
+#define WRONG_ROWS 3
+#define PANEL_W 300
+#define PANEL_H 300
+#define TITLE_H 58 // two title lines: true breed, then prediction and its probability
+
+static const struct {
+    const char *id, *name, *title;
+} RUNS[] = {
+    {"extract", "04-feature-extraction", "feature extraction"},
+    {"bntrain", "04-feature-extraction-bn-train", "feature extraction, BN in train mode"},
+    {"finetune", "05-fine-tuning", "fine-tuning"},
+};
+#define NRUNS 3
+
+typedef struct { double epoch, train_loss, val_loss, val_acc, lr, seconds; } Epoch;
+typedef struct { int index, label, pred; double prob_pred; char name[128]; } Pred;
+
+typedef struct {
+    int present;
+    FlatJson json;
+    Epoch *ep;             // (n_ep) the CSV's rows
+    int n_ep;
+    Pred *pr;              // (n_pr) the predictions file's rows
+    int n_pr;
+    int conf[K][K];        // [true][predicted] counts
+    int per_class[K][2];   // [class] {correct, images}
+    double final_acc, seconds_per_epoch, seconds_total;
+} Run;
+
+static char class_name[K][96]; // from the predictions files ("" = never seen)
+
+// Keeps the first name seen for a class, without the characters a CSV or gnuplot would trip on.
+static void set_name(int c, const char *name) {
+    if (class_name[c][0]) return;
+    snprintf(class_name[c], sizeof class_name[0], "%s", name);
+    for (char *q = class_name[c]; *q; q++)
+        if (*q == ',' || *q == '"' || *q == '\\' || (unsigned char)*q < 0x20) *q = ' ';
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: 06-comparison [--results DIR] [--root DIR] [--figures DIR] [--font FILE.ttf]\n"
+            "Compares the runs of chapters 04 and 05 found in the results folder: a table, the\n"
+            "curves per epoch, confusion matrices, per-class accuracy, the most confidently wrong\n"
+            "validation images. Missing runs are skipped; at least one is needed.\n"
+            "  --results DIR   where the runs' files are read and 06-comparison.* written (results)\n"
+            "  --root DIR      dataset root for the images of the grid (default: each run's own)\n"
+            "  --figures DIR   where 06-most-wrong-<run>.png is written (default figures)\n"
+            "  --font FILE     TrueType font for the titles (default %s)\n",
+            FIGURE_FONT_DEFAULT);
+}
+
+// Splits a CSV line in place at commas; returns the number of fields (at most max).
+static int split_csv(char *line, char **field, int max) {
+    int n = 0;
+    line[strcspn(line, "\r\n")] = 0;
+    for (char *p = line; n < max;) {
+        field[n++] = p;
+        if (!(p = strchr(p, ','))) break;
+        *p++ = 0;
+    }
+    return n;
+}
+
+static int parse_num(const char *s, double *v) {
+    char *end;
+    *v = strtod(s, &end);
+    return end != s && *end == 0 && isfinite(*v);
+}
+
+// region: read-epochs
+// <name>.csv: the header epoch,train_loss,val_loss,val_acc,lr,seconds and one line per epoch.
+static void read_epochs(const char *path, Run *r) {
+    FILE *f = fopen(path, "r");
+    if (!f) die("%s: cannot open (%m); rerun the chapter program that writes it", path);
+    char line[4096], *fld[8] = {0};
+    int lineno = 0, cap = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        int n = split_csv(line, fld, 8);
+        if (lineno == 1) {
+            if (strcmp(line, "epoch") || n != 6 || strcmp(fld[3], "val_acc") || strcmp(fld[5], "seconds"))
+                die("%s:1: expected the header epoch,train_loss,val_loss,val_acc,lr,seconds", path);
+            continue;
+        }
+        double v[6];
+        int ok = n == 6;
+        for (int i = 0; ok && i < 6; i++) ok = parse_num(fld[i], &v[i]);
+        if (!ok || v[0] != r->n_ep + 1)
+            die("%s:%d: expected epoch %d and 5 numbers separated by commas", path, lineno,
+                r->n_ep + 1);
+        if (r->n_ep == cap) r->ep = xrealloc(r->ep, (cap = 2 * cap + 16) * sizeof(Epoch));
+        r->ep[r->n_ep++] = (Epoch){v[0], v[1], v[2], v[3], v[4], v[5]};
+    }
+    fclose(f);
+    if (r->n_ep == 0) die("%s: no epochs; rerun the chapter program that writes it", path);
+}
+// endregion
+
+// <name>.predictions.csv: index,name,label,pred,prob_pred,prob_label[,label_name,pred_name].
+static void read_predictions(const char *path, Run *r) {
+    FILE *f = fopen(path, "r");
+    if (!f) die("%s: cannot open (%m); rerun the chapter program that writes it", path);
+    char line[4096], *fld[10] = {0};
+    int lineno = 0, cap = 0, names = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        int n = split_csv(line, fld, 10);
+        if (lineno == 1) {
+            if (n < 6 || strcmp(fld[0], "index") || strcmp(fld[2], "label") || strcmp(fld[4], "prob_pred"))
+                die("%s:1: expected the header index,name,label,pred,prob_pred,prob_label", path);
+            names = n >= 8 && !strcmp(fld[6], "label_name") && !strcmp(fld[7], "pred_name");
+            continue;
+        }
+        double v[6];
+        int ok = n == (names ? 8 : 6) && strlen(fld[1]) < sizeof r->pr->name;
+        for (int i = 0; ok && i < 6; i++) ok = i == 1 || parse_num(fld[i], &v[i]);
+        ok = ok && v[2] >= 0 && v[2] < K && v[3] >= 0 && v[3] < K && v[2] == (int)v[2] &&
+             v[3] == (int)v[3] && v[4] >= 0 && v[4] <= 1;
+        if (!ok) die("%s:%d: expected index,name,label,pred,prob_pred,prob_label%s (labels 0..%d, "
+                     "probabilities in [0, 1])", path, lineno, names ? ",label_name,pred_name" : "", K - 1);
+        if (r->n_pr == cap) r->pr = xrealloc(r->pr, (cap = 2 * cap + 64) * sizeof(Pred));
+        Pred *p = &r->pr[r->n_pr++];
+        *p = (Pred){(int)v[0], (int)v[2], (int)v[3], v[4], ""};
+        strcpy(p->name, fld[1]);
+        if (names) { // the breed names as the chapter program knew them
+            set_name(p->label, fld[6]);
+            set_name(p->pred, fld[7]);
+        } else if (!class_name[p->label][0]) {
+            char breed[96];
+            pets_class_name_from_image(p->name, breed, sizeof breed);
+            set_name(p->label, breed);
+        }
+    }
+    fclose(f);
+    if (r->n_pr == 0) die("%s: no predictions; rerun the chapter program that writes it", path);
+}
+
+static double jnum(const Run *r, const char *dir, const char *name, const char *key) {
+    const JsonEntry *e = flatjson_get(&r->json, key);
+    if (!e || e->is_string) die("%s/%s.json: no number \"%s\"; rerun the chapter program", dir, name, key);
+    return e->num;
+}
+
+static const char *jstr(const Run *r, const char *key) {
+    const JsonEntry *e = flatjson_get(&r->json, key);
+    return e && e->is_string ? e->text : "?";
+}
+
+// Sorts wrong predictions first by decreasing confidence.
+static int by_confidence(const void *a, const void *b) {
+    const Pred *p = a, *q = b;
+    int wp = p->pred != p->label, wq = q->pred != q->label;
+    if (wp != wq) return wq - wp;
+    return (q->prob_pred > p->prob_pred) - (q->prob_pred < p->prob_pred);
+}
+
+// The grid of the most confidently wrong validation images of one run.
+static int draw_most_wrong(Run *r, const char *root, const Font *font, const char *path) {
+    qsort(r->pr, r->n_pr, sizeof(Pred), by_confidence);
+    int shown = 0; // the mistakes come first
+    while (shown < WRONG_COLS * WRONG_ROWS && shown < r->n_pr && r->pr[shown].pred != r->pr[shown].label)
+        shown++;
+    Image fig;
+    canvas_new(&fig, WRONG_COLS * PANEL_W, shown ? (shown + WRONG_COLS - 1) / WRONG_COLS * PANEL_H : 60,
+               255, 255, 255);
+    for (int p = 0; p < shown; p++) {
+        const Pred *w = &r->pr[p];
+        int x = (p % WRONG_COLS) * PANEL_W, y = (p / WRONG_COLS) * PANEL_H;
+        char *file = xasprintf("%s/images/%s.jpg", root, w->name), err[1024];
+        Image img;
+        if (image_load(file, &img, err, sizeof err) == 0) {
+            canvas_blit_fit(&fig, &img, x + 8, y + TITLE_H, PANEL_W - 16, PANEL_H - TITLE_H - 8);
+            image_free(&img);
+        } else {
+            warn("%s (its panel stays grey; pass --root DIR to say where the images are)", err);
+            canvas_fill(&fig, x + 8, y + TITLE_H, PANEL_W - 16, PANEL_H - TITLE_H - 8, 200, 200, 200);
+        }
+        char *t1 = xasprintf("true: %s", class_name[w->label]);
+        char *t2 = xasprintf("predicted: %s (%.2f)", class_name[w->pred], w->prob_pred);
+        draw_text_centered(&fig, font, t1, x + PANEL_W / 2, y + 6, 19.0f, PANEL_W - 8, 0, 0, 0);
+        draw_text_centered(&fig, font, t2, x + PANEL_W / 2, y + 31, 19.0f, PANEL_W - 8, 178, 24, 24);
+        free(file), free(t1), free(t2);
+    }
+    if (!shown) draw_text_centered(&fig, font, "no validation image was misclassified", fig.w / 2,
+                                   16, 24.0f, fig.w - 20, 0, 0, 0);
+    char err[1024];
+    if (image_write_png(path, &fig, err, sizeof err)) die("%s", err);
+    image_free(&fig);
+    return shown;
+}
+
+int main(int argc, char **argv) {
+    const char *results_dir = "results", *root = NULL, *figures = "figures";
+    const char *font_path = FIGURE_FONT_DEFAULT;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage(stdout), 0;
+        else if (!strcmp(argv[i], "--results") && i + 1 < argc) results_dir = argv[++i];
+        else if (!strcmp(argv[i], "--root") && i + 1 < argc) root = argv[++i];
+        else if (!strcmp(argv[i], "--figures") && i + 1 < argc) figures = argv[++i];
+        else if (!strcmp(argv[i], "--font") && i + 1 < argc) font_path = argv[++i];
+        else return usage(stderr), fprintf(stderr, "error: unknown argument '%s'\n", argv[i]), 2;
+    }
+    char err[1024];
+    Font *font = font_load(font_path, err, sizeof err);
+    if (!font) die("%s", err);
+
+    // region: load-runs
+    // A run exists when its JSON does (the chapter programs write it last, after everything else).
+    static Run run[NRUNS];
+    int n_present = 0;
+    for (int r = 0; r < NRUNS; r++) {
+        char *json = xasprintf("%s/%s.json", results_dir, RUNS[r].name);
+        if (!file_exists(json)) {
+            printf("%-9s not found (%s): skipped\n", RUNS[r].id, json);
+            free(json);
+            continue;
+        }
+        if (flatjson_load(json, &run[r].json, err, sizeof err)) die("%s", err);
+        char *csv = xasprintf("%s/%s.csv", results_dir, RUNS[r].name);
+        char *pred = xasprintf("%s/%s.predictions.csv", results_dir, RUNS[r].name);
+        read_epochs(csv, &run[r]);
+        read_predictions(pred, &run[r]);
+        run[r].present = 1;
+        n_present++;
+        free(json), free(csv), free(pred);
+    }
+    if (!n_present)
+        die("no run found in %s/: run build/04-feature-extraction and/or build/05-fine-tuning "
+            "first (or pass --results DIR)", results_dir);
+    // endregion
+
+    // region: confusion
+    // conf[t][p] counts the validation images of true class t that the final model called p;
+    // a class's accuracy is its diagonal entry over its row's sum.
+    int used[K] = {0}; // classes that occur as a label or a prediction in some run
+    for (int r = 0; r < NRUNS; r++)
+        for (int i = 0; run[r].present && i < run[r].n_pr; i++) {
+            const Pred *p = &run[r].pr[i];
+            run[r].conf[p->label][p->pred]++;
+            run[r].per_class[p->label][0] += p->pred == p->label;
+            run[r].per_class[p->label][1]++;
+            used[p->label] = used[p->pred] = 1;
+        }
+    // endregion
+    for (int c = 0; c < K; c++)
+        if (used[c] && !class_name[c][0]) snprintf(class_name[c], sizeof class_name[0], "class %d", c + 1);
+
+    // Per run: the confusion matrix (counts; row fractions for the heat map) and the summary.
+    Results res;
+    results_init(&res);
+    AtomicFile table_af, curves_af;
+    char *table_path = xasprintf("%s/06-comparison.csv", results_dir);
+    char *curves_path = xasprintf("%s/06-comparison.curves.dat", results_dir);
+    FILE *table = afile_open(&table_af, table_path, err, sizeof err);
+    FILE *curves = table ? afile_open(&curves_af, curves_path, err, sizeof err) : NULL;
+    if (!curves) die("%s", err);
+    fprintf(table, "run,method,epochs,final_val_acc,best_val_acc,best_epoch,final_val_loss,"
+                   "lr_reductions,seconds_per_epoch,seconds_total,mean_class_acc,worst_class,"
+                   "worst_class_acc\n");
+    int pretrained = 1;
+    char present_list[64] = "", missing_list[64] = "";
+    for (int r = 0; r < NRUNS; r++) {
+        const char *id = RUNS[r].id;
+        char *k;
+#define KEY(suffix) (free(k), k = xasprintf("%s_%s", id, suffix))
+        k = xstrdup("");
+        results_int(&res, KEY("present"), run[r].present);
+        if (!run[r].present) {
+            snprintf(missing_list + strlen(missing_list), 32, "%s%s", missing_list[0] ? " " : "", id);
+            free(k);
+            continue;
+        }
+        snprintf(present_list + strlen(present_list), 32, "%s%s", present_list[0] ? " " : "", id);
+        Run *R = &run[r];
+
+        // region: summary
+        const Epoch *last = &R->ep[R->n_ep - 1];
+        int best = 0, reductions = 0, classes = 0, worst = -1, correct = 0;
+        double seconds = 0, class_acc_sum = 0;
+        for (int e = 0; e < R->n_ep; e++) {
+            if (R->ep[e].val_acc > R->ep[best].val_acc) best = e;
+            if (e > 0 && R->ep[e].lr < R->ep[e - 1].lr) reductions++;
+            seconds += R->ep[e].seconds;
+        }
+        for (int c = 0; c < K; c++) {
+            if (!R->per_class[c][1]) continue; // not in the validation set
+            double acc = (double)R->per_class[c][0] / R->per_class[c][1];
+            classes++;
+            class_acc_sum += acc;
+            correct += R->per_class[c][0];
+            if (worst < 0 || acc < (double)R->per_class[worst][0] / R->per_class[worst][1]) worst = c;
+        }
+        double worst_acc = (double)R->per_class[worst][0] / R->per_class[worst][1];
+        double pred_acc = (double)correct / R->n_pr;
+        // endregion
+        if (fabs(pred_acc - last->val_acc) > 0.5 / R->n_pr)
+            warn("%s/%s: the predictions give accuracy %.4f but the last epoch of the CSV says %.4f: "
+                 "files of different runs? Rerun the chapter program", results_dir, RUNS[r].name,
+                 pred_acc, last->val_acc);
+        double total = jnum(R, results_dir, RUNS[r].name, "seconds_total");
+        int weights_pretrained = (int)jnum(R, results_dir, RUNS[r].name, "weights_pretrained");
+        pretrained &= weights_pretrained == 1;
+        R->final_acc = last->val_acc, R->seconds_per_epoch = seconds / R->n_ep, R->seconds_total = total;
+
+        results_str(&res, KEY("method"), RUNS[r].title);
+        results_str(&res, KEY("mode"), jstr(R, "mode"));
+        results_str(&res, KEY("device"), jstr(R, "device"));
+        results_str(&res, KEY("precision"), jstr(R, "precision"));
+        results_int(&res, KEY("weights_pretrained"), weights_pretrained);
+        results_int(&res, KEY("epochs"), R->n_ep);
+        results_num(&res, KEY("first_val_acc"), R->ep[0].val_acc);
+        results_num(&res, KEY("final_val_acc"), last->val_acc);
+        results_num(&res, KEY("final_val_loss"), last->val_loss);
+        results_num(&res, KEY("final_train_loss"), last->train_loss);
+        results_num(&res, KEY("best_val_acc"), R->ep[best].val_acc);
+        results_int(&res, KEY("best_epoch"), best + 1);
+        results_num(&res, KEY("lr_initial"), R->ep[0].lr);
+        results_num(&res, KEY("lr_final"), last->lr);
+        results_int(&res, KEY("lr_reductions"), reductions);
+        results_num(&res, KEY("seconds_epochs"), seconds);
+        results_num(&res, KEY("seconds_per_epoch"), seconds / R->n_ep);
+        results_num(&res, KEY("seconds_total"), total);
+        results_int(&res, KEY("val_images"), R->n_pr);
+        results_int(&res, KEY("val_correct"), correct);
+        results_int(&res, KEY("val_wrong"), R->n_pr - correct);
+        results_int(&res, KEY("classes"), classes);
+        results_num(&res, KEY("mean_class_acc"), class_acc_sum / classes);
+        results_str(&res, KEY("worst_class"), class_name[worst]);
+        results_num(&res, KEY("worst_class_acc"), worst_acc);
+        fprintf(table, "%s,%s,%d,%.4f,%.4f,%d,%.4f,%d,%.3f,%.3f,%.4f,%s,%.4f\n", id, RUNS[r].title,
+                R->n_ep, last->val_acc, R->ep[best].val_acc, best + 1, last->val_loss, reductions,
+                seconds / R->n_ep, total, class_acc_sum / classes, class_name[worst], worst_acc);
+
+        // The epochs as one gnuplot block (index r), titled by its header line.
+        fprintf(curves, "# %s: %s\n\"%s\" train_loss val_loss val_acc lr seconds\n", id,
+                RUNS[r].name, RUNS[r].title);
+        for (int e = 0; e < R->n_ep; e++)
+            fprintf(curves, "%g %.9g %.9g %.9g %.9g %.3f\n", R->ep[e].epoch, R->ep[e].train_loss,
+                    R->ep[e].val_loss, R->ep[e].val_acc, R->ep[e].lr, R->ep[e].seconds);
+        fprintf(curves, "\n\n");
+
+        // The confusion matrix over the classes used: counts (csv) and row fractions (dat).
+        for (int frac = 0; frac < 2; frac++) {
+            char *path = xasprintf("%s/06-comparison.confusion-%s.%s", results_dir, id,
+                                   frac ? "dat" : "csv");
+            AtomicFile af;
+            FILE *f = afile_open(&af, path, err, sizeof err);
+            if (!f) die("%s", err);
+            fprintf(f, "true class");
+            for (int c = 0; c < K; c++)
+                if (used[c]) fprintf(f, ",%s", class_name[c]);
+            fputc('\n', f);
+            for (int t = 0; t < K; t++) {
+                if (!used[t]) continue;
+                fprintf(f, "%s", class_name[t]);
+                for (int c = 0; c < K; c++) {
+                    if (!used[c]) continue;
+                    if (frac) fprintf(f, ",%.6f", R->per_class[t][1] ? (double)R->conf[t][c] / R->per_class[t][1] : 0.0);
+                    else fprintf(f, ",%d", R->conf[t][c]);
+                }
+                fputc('\n', f);
+            }
+            if (afile_commit(&af, err, sizeof err)) die("%s", err);
+            free(path);
+        }
+
+        char *png = xasprintf("%s/06-most-wrong-%s.png", figures, id);
+        const char *images = root ? root : jstr(R, "root");
+        int shown = draw_most_wrong(R, images, font, png);
+        results_str(&res, KEY("most_wrong_figure"), png);
+        results_int(&res, KEY("most_wrong_shown"), shown);
+        results_num(&res, KEY("most_wrong_top_prob"), shown ? R->pr[0].prob_pred : 0.0);
+        printf("%-9s %3d epochs  final val acc %.4f  best %.4f (epoch %d)  %.2f s/epoch  worst "
+               "class %s (%.3f)  -> %s\n", id, R->n_ep, last->val_acc, R->ep[best].val_acc,
+               best + 1, seconds / R->n_ep, class_name[worst], worst_acc, png);
+        free(png), free(k);
+#undef KEY
+    }
+    if (afile_commit(&table_af, err, sizeof err) || afile_commit(&curves_af, err, sizeof err))
+        die("%s", err);
+
+    // Per-class accuracy of every run, one column per run (the bars of the per-class figure).
+    char *pc_path = xasprintf("%s/06-comparison.per-class.csv", results_dir);
+    AtomicFile pc_af;
+    FILE *pc = afile_open(&pc_af, pc_path, err, sizeof err);
+    if (!pc) die("%s", err);
+    fprintf(pc, "class_id,class,images");
+    for (int r = 0; r < NRUNS; r++)
+        if (run[r].present) fprintf(pc, ",%s", RUNS[r].title);
+    fputc('\n', pc);
+    int classes = 0, val_images = 0;
+    for (int c = 0; c < K; c++) {
+        int images = 0;
+        for (int r = 0; r < NRUNS && !images; r++) images = run[r].per_class[c][1];
+        if (!images) continue;
+        classes++;
+        val_images += images;
+        fprintf(pc, "%d,%s,%d", c + 1, class_name[c], images);
+        for (int r = 0; r < NRUNS; r++)
+            if (run[r].present)
+                fprintf(pc, ",%.6f", run[r].per_class[c][1] ? (double)run[r].per_class[c][0] / run[r].per_class[c][1] : 0.0);
+        fputc('\n', pc);
+    }
+    if (afile_commit(&pc_af, err, sizeof err)) die("%s", err);
+
+    // region: compare
+    // The two questions of the chapter: what does fine-tuning buy over feature extraction, and
+    // what did the tutorial's BatchNorm drift change; both in accuracy and in time per epoch.
+    const Run *fx = &run[0], *bn = &run[1], *ft = &run[2];
+    if (fx->present && ft->present) {
+        results_num(&res, "finetune_minus_extract_acc", ft->final_acc - fx->final_acc);
+        results_num(&res, "finetune_over_extract_seconds_per_epoch",
+                    ft->seconds_per_epoch / fx->seconds_per_epoch);
+    }
+    if (fx->present && bn->present) {
+        results_num(&res, "bntrain_minus_extract_acc", bn->final_acc - fx->final_acc);
+        results_num(&res, "bntrain_over_extract_seconds_per_epoch",
+                    bn->seconds_per_epoch / fx->seconds_per_epoch);
+        results_num(&res, "bntrain_over_extract_seconds_total", bn->seconds_total / fx->seconds_total);
+    }
+    // endregion
+    results_int(&res, "runs", n_present);
+    results_str(&res, "runs_present", present_list);
+    results_str(&res, "runs_missing", missing_list[0] ? missing_list : "none");
+    results_int(&res, "weights_pretrained", pretrained); // 0 if any run used other weights
+    results_int(&res, "classes", classes);
+    results_int(&res, "val_images", val_images);
+    char *json = xasprintf("%s/06-comparison.json", results_dir);
+    if (results_write(&res, json, err, sizeof err)) die("%s", err);
+    printf("wrote %s, %s, %s, %s and the confusion matrices\n", json, table_path, curves_path, pc_path);
+
+    for (int r = 0; r < NRUNS; r++) {
+        free(run[r].ep), free(run[r].pr);
+        if (run[r].present) flatjson_free(&run[r].json);
+    }
+    results_free(&res);
+    free(json), free(table_path), free(curves_path), free(pc_path);
+    font_free(font);
+    return 0;
+}
