@@ -29,6 +29,8 @@ if(PETS_HAVE_CUDA)
   set(CMAKE_CUDA_STANDARD 17)
   message(STATUS "cuDNN backend: ON (${CMAKE_CUDA_COMPILER}, ${CUDNN_LIBRARY})")
   target_sources(nn PRIVATE code/backend_cuda.cu)
+  # nn was created (code/nn.cmake) before CUDA was enabled, so it did not pick the default up.
+  set_property(TARGET nn PROPERTY CUDA_ARCHITECTURES ${CMAKE_CUDA_ARCHITECTURES})
   set_source_files_properties(code/backend_cuda.cu PROPERTIES COMPILE_OPTIONS
     "-Xcompiler=-Wall,-Wextra,-Werror;--Werror=all-warnings")
   target_include_directories(nn PRIVATE ${CUDNN_INCLUDE_DIR})

@@ -1,0 +1,15 @@
+# tests/nn.cmake: the ResNet34 core on the CPU. test-backend-cpu checks every layer of the CPU
+# backend (reference kernels and the fast ones installed over them) against definitions and
+# adjoint identities; test-resnet34 checks the whole network against PyTorch fixtures written by
+# tests/ref_resnet34.py (tests/fixtures/resnet34); test-resnet34-model checks freezing, memory
+# reuse, initialisation and checkpoint loading.
+if(TARGET nn)
+  set(_fix ${CMAKE_SOURCE_DIR}/tests/fixtures/resnet34)
+  add_executable(test-resnet34 tests/test_resnet34.c)
+  target_include_directories(test-resnet34 PRIVATE tests)
+  target_link_libraries(test-resnet34 PRIVATE nn common m)
+  # The default CPU table (fast kernels where installed) and the naive reference kernels alone.
+  add_test(NAME resnet34-parity COMMAND test-resnet34 ${_fix})
+  add_test(NAME resnet34-parity-reference COMMAND test-resnet34 ${_fix})
+  set_tests_properties(resnet34-parity-reference PROPERTIES ENVIRONMENT PETS_CPU_REFERENCE=1)
+endif()
