@@ -292,6 +292,12 @@ static void pool_check(const char *op, const Tensor *x, const Tensor *y, int k, 
             stride, pad);
 }
 
+// Forward is separable: for each output row, the column maxima over the window's rows
+// (contiguous, vectorised), then the maxima over each window's columns. A max that lets NaN win is
+// associative, so the values equal the row-major scan of the reference (only the sign of a zero
+// tied with another zero may differ).
+static inline float max_nan(float m, float v) { return (v > m || isnan(v)) ? v : m; }
+
 static void fast_maxpool_forward(Backend *be, const Tensor *x, Tensor *y, int k, int stride,
                                  int pad) {
     (void)be;
@@ -300,26 +306,50 @@ static void fast_maxpool_forward(Backend *be, const Tensor *x, Tensor *y, int k,
     const long planes = (long)x->n * x->c;
     const float *xp = F(x);
     float *yp = F(y);
-#pragma omp parallel for schedule(static)
-    for (long pl = 0; pl < planes; pl++) {
-        const float *in = xp + (size_t)pl * H * W;
-        float *out = yp + (size_t)pl * P * Q;
-        for (int p = 0; p < P; p++) {
-            int h0 = p * stride - pad, hs = h0 < 0 ? 0 : h0, he = h0 + k > H ? H : h0 + k;
-            for (int q = 0; q < Q; q++) {
-                int w0 = q * stride - pad, ws = w0 < 0 ? 0 : w0, we = w0 + k > W ? W : w0 + k;
-                float m = -INFINITY;
-                for (int h = hs; h < he; h++)
-                    for (int w = ws; w < we; w++) {
-                        float v = in[h * W + w];
-                        if (v > m || isnan(v)) m = v;
+#pragma omp parallel
+    {
+        float *cm = xmalloc(sizeof(float) * W);
+#pragma omp for schedule(static)
+        for (long pl = 0; pl < planes; pl++) {
+            const float *in = xp + (size_t)pl * H * W;
+            float *out = yp + (size_t)pl * P * Q;
+            for (int p = 0; p < P; p++) {
+                int h0 = p * stride - pad, hs = h0 < 0 ? 0 : h0, he = h0 + k > H ? H : h0 + k;
+                memcpy(cm, in + (size_t)hs * W, sizeof(float) * W);
+                for (int h = hs + 1; h < he; h++) {
+                    const float *row = in + (size_t)h * W;
+#pragma omp simd
+                    for (int w = 0; w < W; w++) cm[w] = max_nan(cm[w], row[w]);
+                }
+                float *o = out + (size_t)p * Q;
+                if (k == 3 && stride == 2 && pad == 1 && Q >= 2) { // ResNet's stem pool
+                    o[0] = max_nan(cm[0], cm[1]);
+                    int qe = (W - 2) / 2 + 1 < Q ? (W - 2) / 2 + 1 : Q; // windows inside the row
+#pragma omp simd
+                    for (int q = 1; q < qe; q++)
+                        o[q] = max_nan(max_nan(cm[2 * q - 1], cm[2 * q]), cm[2 * q + 1]);
+                    for (int q = qe; q < Q; q++) {
+                        float m = -INFINITY;
+                        for (int w = 2 * q - 1; w < W && w <= 2 * q + 1; w++) m = max_nan(m, cm[w]);
+                        o[q] = m;
                     }
-                out[p * Q + q] = m;
+                } else {
+                    for (int q = 0; q < Q; q++) {
+                        int w0 = q * stride - pad, ws = w0 < 0 ? 0 : w0, we = w0 + k > W ? W : w0 + k;
+                        float m = -INFINITY;
+                        for (int w = ws; w < we; w++) m = max_nan(m, cm[w]);
+                        o[q] = m;
+                    }
+                }
             }
         }
+        free(cm);
     }
 }
 
+// Backward routes each dy to the reference's argmax: the first element equal to the window's
+// maximum in row-major order (the strict > of the scan keeps the first of equal values), or the
+// last NaN when the window holds one (the scan moves to every NaN it meets).
 static void fast_maxpool_backward(Backend *be, const Tensor *x, const Tensor *dy, Tensor *dx,
                                   int k, int stride, int pad) {
     (void)be;
@@ -329,28 +359,45 @@ static void fast_maxpool_backward(Backend *be, const Tensor *x, const Tensor *dy
     const long planes = (long)x->n * x->c;
     const float *xp = F(x), *dyp = F(dy);
     float *dxp = F(dx);
-#pragma omp parallel for schedule(static)
-    for (long pl = 0; pl < planes; pl++) {
-        const float *in = xp + (size_t)pl * H * W, *g = dyp + (size_t)pl * P * Q;
-        float *out = dxp + (size_t)pl * H * W;
-        memset(out, 0, sizeof(float) * H * W);
-        for (int p = 0; p < P; p++) {
-            int h0 = p * stride - pad, hs = h0 < 0 ? 0 : h0, he = h0 + k > H ? H : h0 + k;
-            for (int q = 0; q < Q; q++) {
-                int w0 = q * stride - pad, ws = w0 < 0 ? 0 : w0, we = w0 + k > W ? W : w0 + k;
-                float m = -INFINITY;
-                int idx = hs * W + ws;
-                for (int h = hs; h < he; h++)
-                    for (int w = ws; w < we; w++) {
-                        float v = in[h * W + w];
-                        if (v > m || isnan(v)) {
-                            m = v;
-                            idx = h * W + w;
-                        }
+#pragma omp parallel
+    {
+        float *cm = xmalloc(sizeof(float) * W);
+#pragma omp for schedule(static)
+        for (long pl = 0; pl < planes; pl++) {
+            const float *in = xp + (size_t)pl * H * W, *g = dyp + (size_t)pl * P * Q;
+            float *out = dxp + (size_t)pl * H * W;
+            memset(out, 0, sizeof(float) * H * W);
+            for (int p = 0; p < P; p++) {
+                int h0 = p * stride - pad, hs = h0 < 0 ? 0 : h0, he = h0 + k > H ? H : h0 + k;
+                memcpy(cm, in + (size_t)hs * W, sizeof(float) * W);
+                for (int h = hs + 1; h < he; h++) {
+                    const float *row = in + (size_t)h * W;
+#pragma omp simd
+                    for (int w = 0; w < W; w++) cm[w] = max_nan(cm[w], row[w]);
+                }
+                for (int q = 0; q < Q; q++) {
+                    int w0 = q * stride - pad, ws = w0 < 0 ? 0 : w0, we = w0 + k > W ? W : w0 + k;
+                    float m = -INFINITY;
+                    for (int w = ws; w < we; w++) m = max_nan(m, cm[w]);
+                    int idx = hs * W + ws;
+                    if (isnan(m)) {
+                        for (int h = hs; h < he; h++)
+                            for (int w = ws; w < we; w++)
+                                if (isnan(in[h * W + w])) idx = h * W + w;
+                    } else {
+                        for (int h = hs; h < he; h++)
+                            for (int w = ws; w < we; w++)
+                                if (in[h * W + w] == m) {
+                                    idx = h * W + w;
+                                    goto found;
+                                }
+                    found:;
                     }
-                out[idx] += g[p * Q + q];
+                    out[idx] += g[p * Q + q];
+                }
             }
         }
+        free(cm);
     }
 }
 

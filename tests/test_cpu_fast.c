@@ -68,21 +68,25 @@ static void pair_free(Pair p) {
     fast->tensor_free(p.f);
 }
 
-// Compares fast against reference: |f - r| <= atol_rel * max|r| + rtol * |r|.
+// Compares fast against reference: |f - r| <= atol_rel * max|r| + rtol * |r| (max over the
+// finite reference values); equal infinities and NaN against NaN match.
 static void check(const char *what, Pair p, double atol_rel, double rtol) {
     size_t n = p.r->numel;
     float *a = xmalloc(n * sizeof(float)), *b = xmalloc(n * sizeof(float));
     ref->tensor_download(p.r, a);
     fast->tensor_download(p.f, b);
     double maxref = 0, maxerr = 0;
-    for (size_t i = 0; i < n; i++) maxref = fmax(maxref, fabs(a[i]));
+    for (size_t i = 0; i < n; i++)
+        if (isfinite(a[i])) maxref = fmax(maxref, fabs(a[i]));
     double atol = atol_rel * maxref;
     size_t bad = 0, first = 0;
     for (size_t i = 0; i < n; i++) {
-        double err = fabs((double)b[i] - a[i]);
-        int ok = err <= atol + rtol * fabs(a[i]) || (isnan(a[i]) && isnan(b[i]));
+        // equal values (infinities included) and NaN against NaN match; the rest by tolerance
+        double err = a[i] == b[i] ? 0 : fabs((double)b[i] - a[i]);
+        int ok = a[i] == b[i] || err <= atol + rtol * fabs(a[i]) ||
+                 (isnan(a[i]) && isnan(b[i]));
         if (!ok && bad++ == 0) first = i;
-        if (err > maxerr) maxerr = err;
+        if (isfinite(err) && err > maxerr) maxerr = err;
     }
     checks++;
     if (bad) {
@@ -244,6 +248,15 @@ static void test_elementwise(void) {
     // Values in multiples of 0.25 around 0: exact zeros and sums that cancel to 0.
     Pair a = pair_rand(n, c, h, w, -1, 1, 0.25f), b = pair_rand(n, c, h, w, -1, 1, 0.25f);
     Pair y = pair_new(n, c, h, w), dy = pair_rand(n, c, h, w, -1, 1, 0), dx = pair_new(n, c, h, w);
+    { // NaN passes through relu (as in PyTorch); a few of them in a
+        float *v = xmalloc(a.r->numel * sizeof(float));
+        ref->tensor_download(a.r, v);
+        v[3] = NAN;
+        v[100] = NAN;
+        v[101] = -0.0f;
+        pair_set(a, v);
+        free(v);
+    }
     ref->relu_forward(ref, a.r, y.r);
     fast->relu_forward(fast, a.f, y.f);
     check("relu fwd", y, 0, 0);
@@ -298,20 +311,34 @@ static void test_elementwise(void) {
     for (int i = 0; i < 5; i++) pair_free(*all[i]);
 }
 
-static void test_maxpool(int n, int c, int h, int w, int k, int stride, int pad) {
+// specials: some inputs become NaN (which wins a window; the last one gets the gradient) or -inf.
+static void test_maxpool(int n, int c, int h, int w, int k, int stride, int pad, int specials) {
     int P = (h + 2 * pad - k) / stride + 1, Q = (w + 2 * pad - k) / stride + 1;
-    // Values from {0, 1, 2, 3} with negatives: many ties inside a window.
+    // Values from {-1, 0, 1, 2} : many ties inside a window.
     Pair x = pair_rand(n, c, h, w, -1, 3, 1.0f), y = pair_new(n, c, P, Q);
+    if (specials) {
+        float *v = xmalloc(x.r->numel * sizeof(float));
+        ref->tensor_download(x.r, v);
+        for (size_t i = 0; i < x.r->numel; i++) {
+            float u = urand();
+            if (u < 0.03f) v[i] = NAN;
+            else if (u < 0.10f) v[i] = -INFINITY;
+        }
+        for (int i = 0; i < 2 * w; i++) v[i] = -INFINITY; // whole windows of -inf
+        pair_set(x, v);
+        free(v);
+    }
     Pair dy = pair_rand(n, c, P, Q, -1, 1, 0), dx = pair_new(n, c, h, w);
     char what[128];
     ref->maxpool_forward(ref, x.r, y.r, k, stride, pad);
     fast->maxpool_forward(fast, x.f, y.f, k, stride, pad);
-    snprintf(what, sizeof what, "maxpool %d/%d pad %d x(%d,%d,%d,%d) fwd", k, stride, pad, n, c, h, w);
+    snprintf(what, sizeof what, "maxpool %d/%d pad %d x(%d,%d,%d,%d)%s fwd", k, stride, pad, n, c,
+             h, w, specials ? " nan/-inf" : "");
     check(what, y, 0, 0);
     ref->maxpool_backward(ref, x.r, dy.r, dx.r, k, stride, pad);
     fast->maxpool_backward(fast, x.f, dy.f, dx.f, k, stride, pad);
-    snprintf(what, sizeof what, "maxpool %d/%d pad %d x(%d,%d,%d,%d) bwd (ties)", k, stride, pad, n,
-             c, h, w);
+    snprintf(what, sizeof what, "maxpool %d/%d pad %d x(%d,%d,%d,%d)%s bwd (ties)", k, stride, pad,
+             n, c, h, w, specials ? " nan/-inf" : "");
     check(what, dx, 1e-6, 1e-6); // sums of up to 4 routed values, possibly in another order
     pair_free(x);
     pair_free(y);
@@ -550,9 +577,11 @@ int main(int argc, char **argv) {
     test_bn(2, 8, 7, 7, 0, 0, 0);
     test_bn(32, 8, 1, 1, 0, 1, 1); // 1x1 spatial: statistics over the batch only
     test_elementwise();
-    test_maxpool(2, 8, 112, 112, 3, 2, 1);
-    test_maxpool(2, 5, 15, 13, 3, 2, 1);
-    test_maxpool(1, 3, 8, 8, 2, 2, 0);
+    test_maxpool(2, 8, 112, 112, 3, 2, 1, 0);
+    test_maxpool(2, 5, 15, 13, 3, 2, 1, 0);
+    test_maxpool(1, 3, 8, 8, 2, 2, 0, 0);
+    test_maxpool(2, 4, 16, 15, 3, 2, 1, 1);
+    test_maxpool(1, 3, 9, 9, 3, 1, 1, 1);
     test_avgpool(4, 64, 7, 7);
     test_avgpool(3, 5, 4, 6);
     test_linear(4, 512, 37);
