@@ -138,33 +138,38 @@ static void parse_args(int argc, char **argv, Options *o) {
 // ----------------------------------------------------------------------------
 // the model
 
-static ResNet34 *load_model(Backend *be, const Options *o) {
+// Reads the checkpoint (before the device is opened, so that a bad file fails fast); returns
+// the number of classes of its head. For --weights random, the requested classes.
+static int read_weights(const Options *o, StateDict *sd) {
     char err[1024];
-    if (!strcmp(o->weights, "random")) {
-        ResNet34 *m = resnet34_create(be, o->classes);
-        resnet34_init_random(m, o->seed);
-        if (!o->quiet)
-            fprintf(stderr, "weights: random (seed %llu, %d classes): predictions are "
-                    "meaningless, for testing only\n", (unsigned long long)o->seed, o->classes);
-        return m;
-    }
+    if (!strcmp(o->weights, "random")) return o->classes;
     struct stat st;
     if (stat(o->weights, &st) != 0)
         die("%s: %s. `make data` downloads torchvision's ImageNet weights into data/weights/; "
             "chapters 04 and 05 write their trained pet models into results/; "
             "--weights random --seed S gives a randomly initialised network",
             o->weights, strerror(errno));
-    StateDict sd = {0};
-    if (pth_load(o->weights, &sd, err, sizeof err)) die("%s", err);
-    const PthTensor *fc = sd_find(&sd, "fc.weight");
+    if (pth_load(o->weights, sd, err, sizeof err)) die("%s", err);
+    const PthTensor *fc = sd_find(sd, "fc.weight");
     if (!fc || fc->ndim != 2 || fc->shape[0] < 1 || fc->shape[0] > 100000 ||
         fc->shape[1] != RESNET34_FEATURES)
         die("%s: no fc.weight of shape (classes, 512): not a torchvision ResNet34 state dict",
             o->weights);
-    int classes = (int)fc->shape[0];
+    return (int)fc->shape[0];
+}
+
+static ResNet34 *build_model(Backend *be, const Options *o, StateDict *sd, int classes) {
+    char err[1024];
     ResNet34 *m = resnet34_create(be, classes);
-    if (resnet34_load_state(m, &sd, 1, err, sizeof err)) die("%s: %s", o->weights, err);
-    sd_free(&sd);
+    if (!strcmp(o->weights, "random")) {
+        resnet34_init_random(m, o->seed);
+        if (!o->quiet)
+            fprintf(stderr, "weights: random (seed %llu, %d classes): predictions are "
+                    "meaningless, for testing only\n", (unsigned long long)o->seed, classes);
+        return m;
+    }
+    if (resnet34_load_state(m, sd, 1, err, sizeof err)) die("%s: %s", o->weights, err);
+    sd_free(sd);
     if (!o->quiet) fprintf(stderr, "weights: %s (%d classes)\n", o->weights, classes);
     return m;
 }
@@ -289,14 +294,15 @@ int main(int argc, char **argv) {
         in.total = o.nimages;
     }
 
-    // -- the device and the model
+    // -- the weights, the device and the model
     char err[1024];
+    StateDict sd = {0};
+    int classes = read_weights(&o, &sd);
     Precision prec = strcmp(o.precision, "fp16") ? PREC_FP32 : PREC_FP16;
     Backend *be = backend_open(o.device, prec, 1, err, sizeof err);
     if (!be) die("%s", err);
     if (!o.quiet) fprintf(stderr, "device: %s\n", be->description);
-    ResNet34 *m = load_model(be, &o);
-    int classes = resnet34_num_classes(m);
+    ResNet34 *m = build_model(be, &o, &sd, classes);
 
     // -- outputs
     atexit(abort_outputs);

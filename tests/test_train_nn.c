@@ -103,6 +103,16 @@ static void test_cross_entropy(Backend *be, const char *dir) {
 // ----------------------------------------------------------------------------
 // Adam on small tensors through the backend's adam_update
 
+// PyTorch's betas are Python doubles: exp_avg_sq.mul_(0.999) uses float(0.999), but
+// addcmul_(g, g, value=1 - 0.999) uses float(0.001) and the bias corrections 1 - 0.999**t are
+// computed in double. 1 - (double)0.999f = 0.00099998713 instead: exp_avg_sq ~1.3e-5 too small.
+static void adam_hint(void) {
+    static int said;
+    if (said++) return;
+    fprintf(stderr, "  hint: exp_avg_sq off by ~1.3e-5 relative is (1 - beta2) computed from the "
+            "float 0.999f (= 0.00099998713); PyTorch uses float(1 - 0.999) = 0.001\n");
+}
+
 static void test_adam_update(Backend *be, const char *dir) {
     printf("adam_update (%s)\n", be->name);
     Fixture fx;
@@ -136,10 +146,12 @@ static void test_adam_update(Backend *be, const char *dir) {
         }
         if (c == 0) {
             float *got = download(m);
-            check_close("case a exp_avg", got, fix_get(&fx, "a.m")->v, numel, 1e-9, 1e-5);
+            check_close("case a exp_avg", got, fix_get(&fx, "a.m")->v, numel, 1e-6, 1e-6);
             free(got);
             got = download(v);
-            check_close("case a exp_avg_sq", got, fix_get(&fx, "a.v")->v, numel, 1e-12, 1e-5);
+            int before = g_failures;
+            check_close("case a exp_avg_sq", got, fix_get(&fx, "a.v")->v, numel, 1e-9, 2e-6);
+            if (g_failures > before) adam_hint();
             free(got);
         }
         be->tensor_free(p);
@@ -179,7 +191,18 @@ static void test_adam_step(Backend *be, const char *dir) {
     Param *conv = resnet34_find_param(m, "layer3.2.conv1.weight");
     Param *rv = resnet34_find_param(m, "layer1.0.bn1.running_var");
     if (!w || !b || !conv || !rv) die("resnet34_find_param: fc/conv/bn names missing");
-    CHECK(w->grad && b->grad, "fc weight/bias have no gradient tensor after freeze_backbone");
+    // gradient tensors appear with the first backward: run one on a small batch
+    {
+        float x[2 * 3 * 32 * 32];
+        Rng r;
+        rng_seed(&r, 3);
+        for (size_t i = 0; i < sizeof x / sizeof *x; i++) x[i] = (float)rng_normal(&r);
+        int labels[2] = {4, 36};
+        resnet34_forward(m, x, 2, 32, 32, 0);
+        double loss = resnet34_loss(m, labels, 0, 1, 1.0f, NULL);
+        CHECK(isfinite(loss) && loss > 0, "loss %g", loss);
+    }
+    CHECK(w->grad && b->grad, "fc weight/bias have no gradient tensor after a backward");
     CHECK(!conv->grad && conv->frozen, "a frozen conv has a gradient tensor");
     if (!w->grad || !b->grad) return;
     float *conv_before = download(conv->value), *rv_before = download(rv->value);
@@ -213,9 +236,11 @@ static void test_adam_step(Backend *be, const char *dir) {
     if (w->adam_m && w->adam_v) {
         float *mm = download(w->adam_m), *vv = download(w->adam_v);
         for (size_t i = 0; i < idx->numel; i++) sub[i] = mm[(size_t)idx->v[i]];
-        check_close("fc.weight exp_avg", sub, fix_get(&fx, "w_m")->v, idx->numel, 1e-9, 1e-5);
+        check_close("fc.weight exp_avg", sub, fix_get(&fx, "w_m")->v, idx->numel, 1e-6, 1e-6);
         for (size_t i = 0; i < idx->numel; i++) sub[i] = vv[(size_t)idx->v[i]];
-        check_close("fc.weight exp_avg_sq", sub, fix_get(&fx, "w_v")->v, idx->numel, 1e-12, 1e-5);
+        int before = g_failures;
+        check_close("fc.weight exp_avg_sq", sub, fix_get(&fx, "w_v")->v, idx->numel, 1e-9, 2e-6);
+        if (g_failures > before) adam_hint();
         free(mm);
         free(vv);
     }
