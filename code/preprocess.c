@@ -237,7 +237,7 @@ static void hplan_build(HPlan *pl, const Coeffs *c, int x0, int cw) {
         g->npix = npix;
         g->ntaps = ntaps;
         if (pl->ntaps + ntaps > cap) {
-            int ncap = cap * 2 + ntaps;
+            int ncap = (cap * 2 + ntaps + 3) & ~3; // a multiple of 4: aligned_alloc needs sizes in 64-byte units
             __m128i *ni = aligned_alloc(64, (size_t)ncap * sizeof(__m128i));
             __m512i *nw = aligned_alloc(64, (size_t)ncap * sizeof(__m512i));
             if (!ni || !nw) die("out of memory planning a resize");
