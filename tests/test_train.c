@@ -236,11 +236,34 @@ static void test_scaler(const char *dir) {
     CHECK(scaler_update(&s, 1) == 1 && s.scale == 1.0f, "disabled scaler skipped a step");
 }
 
+// ----------------------------------------------------------------------------
+// Adam's scalars: PyTorch computes them from the Python doubles 0.9, 0.999 and 1e-3
+
+static void test_adam_scalars(void) {
+    printf("adam scalars\n");
+    CHECK(float_as_decimal(0.999f) == 0.999 && float_as_decimal(0.9f) == 0.9 &&
+              float_as_decimal(1e-3f) == 1e-3 && float_as_decimal(1e-4f) == 1e-4 &&
+              float_as_decimal(0.5f) == 0.5 && float_as_decimal(3e-4f) == 3e-4,
+          "float_as_decimal of short decimals");
+    float odd = 0.123456789f; // needs more than 6 digits: the float itself
+    CHECK(float_as_decimal(odd) == (double)odd, "float_as_decimal of a long decimal");
+    for (long t = 1; t <= 3000; t += (t < 10 ? 1 : 997)) {
+        AdamScalars s = adam_scalars(1e-3f, 0.9f, 0.999f, t);
+        CHECK(s.one_minus_b1 == (float)(1 - 0.9) && s.one_minus_b2 == (float)(1 - 0.999),
+              "1 - beta: %.9g %.9g", (double)s.one_minus_b1, (double)s.one_minus_b2);
+        CHECK(s.step_size == (float)(1e-3 / (1 - pow(0.9, (double)t))), "step_size at %ld", t);
+        CHECK(s.bc2_sqrt == (float)sqrt(1 - pow(0.999, (double)t)), "bc2_sqrt at %ld", t);
+    }
+    CHECK(adam_scalars(1e-3f, 0.9f, 0.999f, 1).one_minus_b2 == 0.001f,
+          "1 - 0.999 must be float(0.001), as in PyTorch");
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) die("usage: test-train FIXTURE_DIR (tests/fixtures/train)");
     test_rng(argv[1]);
     test_plateau(argv[1]);
     test_scaler(argv[1]);
+    test_adam_scalars();
     if (g_failures) {
         fprintf(stderr, "%d check(s) failed\n", g_failures);
         return 1;
