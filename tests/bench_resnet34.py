@@ -82,7 +82,8 @@ def main():
     ap.add_argument("--classes", type=int, default=1000)
     ap.add_argument("--only", choices=("eval", "train"))
     ap.add_argument("--phase", choices=("eval", "train"), help=argparse.SUPPRESS)  # child
-    args = ap.parse_args()
+    # options only build/bench-resnet34 knows (--device, --precision, --no-peak) are ignored here
+    args, _ = ap.parse_known_args()
     if args.phase:
         run_phase(args)
         return
