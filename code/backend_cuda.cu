@@ -21,6 +21,7 @@
 extern "C" {
 #include "backend.h"
 #include "common.h"
+#include "train.h"
 }
 
 // ----------------------------------------------------------------------------
@@ -302,13 +303,15 @@ __global__ void k_cross_entropy(const float *z, const int *labels, float *row_lo
             dz[(size_t)row * M + j] = scale * (expf(zr[j] - lse) - (j == label ? 1.f : 0.f));
 }
 
-// torch.optim.Adam, single-tensor path: step_size = lr / (1 - b1^t), bc2_sqrt = sqrt(1 - b2^t).
+// torch.optim.Adam, single-tensor path, with the scalars PyTorch computes in double
+// (train.h's adam_scalars): 1 - beta, lr / (1 - b1^t), sqrt(1 - b2^t).
 __global__ void k_adam(float *p, const float *g, float *m, float *v, size_t n, float b1, float b2,
-                       float eps, float step_size, float bc2_sqrt, float inv_scale) {
+                       float omb1, float omb2, float eps, float step_size, float bc2_sqrt,
+                       float inv_scale) {
     GRID_LOOP(i, n) {
         float gi = g[i] * inv_scale;
-        float mi = m[i] * b1 + (1.f - b1) * gi;
-        float vi = v[i] * b2 + (1.f - b2) * gi * gi;
+        float mi = m[i] * b1 + omb1 * gi;
+        float vi = v[i] * b2 + omb2 * gi * gi;
         m[i] = mi;
         v[i] = vi;
         p[i] -= step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
@@ -707,10 +710,9 @@ static double cross_entropy_forward_backward(Backend *be, const Tensor *logits, 
 static void adam_update(Backend *be, Tensor *param, const Tensor *grad, Tensor *m, Tensor *v,
                         float lr, float beta1, float beta2, float eps, long step,
                         float inv_grad_scale) {
-    double bc1 = 1.0 - pow((double)beta1, (double)step);
-    double bc2 = 1.0 - pow((double)beta2, (double)step);
-    LAUNCH(k_adam, param->numel, F(param), F(grad), F(m), F(v), param->numel, beta1, beta2, eps,
-           (float)(lr / bc1), (float)sqrt(bc2), inv_grad_scale);
+    AdamScalars a = adam_scalars(lr, beta1, beta2, step);
+    LAUNCH(k_adam, param->numel, F(param), F(grad), F(m), F(v), param->numel, beta1, beta2,
+           a.one_minus_b1, a.one_minus_b2, eps, a.step_size, a.bc2_sqrt, inv_grad_scale);
     touch(param), touch(m), touch(v);
 }
 
