@@ -5,7 +5,9 @@
 // C and then checks the data the way a careful user would before training on it: it decodes every
 // image of both splits in parallel (with the batch loader of the later chapters), counts the images
 // per split and per breed, and reports any file that cannot be decoded, by name and with the
-// reason, instead of silently dropping it. It also lists files of images/ that no split uses.
+// reason, instead of silently dropping it. It also lists files of images/ that no split uses,
+// and counts what the files really are, by content: PNG and GIF files named .jpg, grayscale and
+// CMYK JPEGs, files that are not images at all.
 //
 //   build/01-data-loading [--root DIR] [--results DIR] [--threads N]
 //
@@ -48,17 +50,76 @@ static const PetItem *item_at(const AllItems *a, int i) {
 
 typedef struct {
     int w, h;
-} ImageSize; // what we keep of each decoded image
+    ImageInfo info; // the format found by content, and the colour mode before conversion to RGB
+} ImageSize;        // what we keep of each decoded image
 
 // region: decode-one
 static int decode_one(void *ctx, int index, void *out, char *err, size_t errlen) {
     Image img;
-    if (image_load(item_at(ctx, index)->path, &img, err, errlen)) return -1;
     ImageSize *size = out;
+    if (image_load_info(item_at(ctx, index)->path, &img, &size->info, err, errlen)) return -1;
     size->w = img.w;
     size->h = img.h;
     image_free(&img);
     return 0;
+}
+// endregion
+
+// What a file holds, from its first bytes (for the files the loader could not decode and those
+// no split lists). Returns -1 when the file cannot be read at all.
+static int probe_path(const char *path, ImageInfo *info) {
+    char err[256];
+    size_t n;
+    *info = (ImageInfo){IMAGE_NOT_IMAGE, ""};
+    uint8_t *buf = read_file(path, &n, (size_t)512 << 20, err, sizeof err);
+    if (!buf) return -1;
+    image_probe(buf, n, info);
+    free(buf);
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// counting the files of images/ by what they really are
+
+#define LIST_MAX 12 // names kept per list for the report; the count is always complete
+
+typedef struct {
+    int count;
+    char *names; // the first LIST_MAX names, space separated, then "(and N more)"
+} NameList;
+
+static void list_add(NameList *l, const char *name) {
+    char *s = l->count < LIST_MAX ? xasprintf("%s%s%s", l->names ? l->names : "",
+                                              l->count ? " " : "", name)
+                                  : NULL;
+    if (s) free(l->names), l->names = s;
+    l->count++;
+}
+
+// The list as one string: "none", or the names, with "(and N more)" past LIST_MAX.
+static char *list_str(const NameList *l) {
+    if (!l->count) return xstrdup("none");
+    if (l->count <= LIST_MAX) return xstrdup(l->names);
+    return xasprintf("%s (and %d more)", l->names, l->count - LIST_MAX);
+}
+
+typedef struct {
+    NameList jpeg, png, gif, gray_jpeg, cmyk_jpeg, non_image;
+} ContentCounts;
+
+// region: count-content
+// A file counts by what its bytes are, whatever its name says: `file` is its name in images/.
+static void count_content(ContentCounts *c, const char *file, const ImageInfo *info) {
+    switch (info->format) {
+    case IMAGE_JPEG:
+        list_add(&c->jpeg, file);
+        if (!strcmp(info->mode, "L")) list_add(&c->gray_jpeg, file);
+        if (!strcmp(info->mode, "CMYK")) list_add(&c->cmyk_jpeg, file);
+        break;
+    case IMAGE_PNG: list_add(&c->png, file); break;
+    case IMAGE_GIF: list_add(&c->gif, file); break;
+    default: list_add(&c->non_image, file); break;
+    }
 }
 // endregion
 
@@ -69,7 +130,7 @@ static int cmp_str(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static char *unreferenced_files(const char *root, const AllItems *all, int n, int *count) {
+static char **unreferenced_files(const char *root, const AllItems *all, int n, int *count) {
     char **names = xmalloc((size_t)n * sizeof(char *));
     for (int i = 0; i < n; i++) names[i] = xasprintf("%s.jpg", item_at(all, i)->name);
     qsort(names, (size_t)n, sizeof(char *), cmp_str);
@@ -84,16 +145,10 @@ static char *unreferenced_files(const char *root, const AllItems *all, int n, in
         extra[(*count)++] = xstrdup(key);
     }
     if (d) closedir(d);
-    qsort(extra, (size_t)*count, sizeof(char *), cmp_str);
-    char *list = xstrdup("");
-    for (int i = 0; i < *count; i++) {
-        char *l = xasprintf("%s%s%s", list, i ? " " : "", extra[i]);
-        free(list), free(extra[i]);
-        list = l;
-    }
+    if (*count) qsort(extra, (size_t)*count, sizeof(char *), cmp_str);
     for (int i = 0; i < n; i++) free(names[i]);
-    free(names), free(extra), free(dir);
-    return list;
+    free(names), free(dir);
+    return extra;
 }
 
 // ----------------------------------------------------------------------------
@@ -128,6 +183,7 @@ int main(int argc, char **argv) {
     Loader *loader = loader_create(n, sizeof(ImageSize), batch, threads, 0, decode_one, &all);
     loader_start(loader, NULL, n);
     ImageSize *sizes = xcalloc((size_t)n, sizeof(ImageSize));
+    int *ok = xcalloc((size_t)n, sizeof(int));
     int bad[2] = {0, 0};
     char *bad_list = xstrdup("");
     Progress progress;
@@ -137,6 +193,7 @@ int main(int argc, char **argv) {
     for (int done = 0; loader_next(loader, &b); done += b.n) {
         memcpy(sizes + done, b.data, (size_t)b.n * sizeof(ImageSize));
         for (int k = 0; k < b.n; k++) {
+            ok[done + k] = b.ok[k];
             if (b.ok[k]) continue;
             const PetItem *it = item_at(&all, b.index[k]);
             bad[b.index[k] >= trainval.n]++;
@@ -205,13 +262,39 @@ int main(int argc, char **argv) {
     }
     // endregion
 
+    // What the files of images/ are, by content: the split images (as decoded above; those that
+    // failed are probed again here, a missing one is not in images/) and the files no split uses.
+    ContentCounts content = {0};
+    NameList unlisted = {0};
     int n_extra;
-    char *extra = unreferenced_files(root, &all, n, &n_extra);
+    char **extra = unreferenced_files(root, &all, n, &n_extra);
+    for (int i = 0; i < n; i++) {
+        char *file = xasprintf("%s.jpg", item_at(&all, i)->name);
+        ImageInfo info = sizes[i].info;
+        if (ok[i] || probe_path(item_at(&all, i)->path, &info) == 0)
+            count_content(&content, file, &info);
+        free(file);
+    }
+    for (int i = 0; i < n_extra; i++) {
+        char *path = xasprintf("%s/images/%s", root, extra[i]);
+        ImageInfo info;
+        if (probe_path(path, &info) == 0) count_content(&content, extra[i], &info);
+        list_add(&unlisted, extra[i]);
+        free(path), free(extra[i]);
+    }
+    free(extra);
+    int files = content.jpeg.count + content.png.count + content.gif.count +
+                content.non_image.count;
     printf("\n%d classes; %d of %d images decoded in %.2f s (%.0f images/s, %d threads)\n", classes,
            n - bad[0] - bad[1], n, seconds, n / (seconds > 0 ? seconds : 1e-9), nthreads);
     printf("unreadable: %d in trainval, %d in test%s%s\n", bad[0], bad[1], *bad_list ? ": " : "",
            bad_list);
-    printf("files in images/ used by no split: %d%s%s\n", n_extra, n_extra ? ": " : "", extra);
+    char *unlisted_str = list_str(&unlisted);
+    printf("files in images/ used by no split: %d%s%s\n", n_extra, n_extra ? ": " : "",
+           n_extra ? unlisted_str : "");
+    printf("files in images/ by content: %d JPEG (%d grayscale, %d CMYK), %d PNG, %d GIF, "
+           "%d not images\n", content.jpeg.count, content.gray_jpeg.count, content.cmyk_jpeg.count,
+           content.png.count, content.gif.count, content.non_image.count);
 
     results_str(&res, "root", root);
     results_int(&res, "trainval_images", trainval.n);
@@ -225,7 +308,27 @@ int main(int argc, char **argv) {
     results_str(&res, "unreadable_files", *bad_list ? bad_list : "none");
     results_int(&res, "decoded_images", good);
     results_int(&res, "unreferenced_files", n_extra);
-    results_str(&res, "unreferenced_list", n_extra ? extra : "none");
+    results_str(&res, "unreferenced_list", unlisted_str);
+    // files of images/ by content (listed in a split or not), with the names of the odd ones
+    struct {
+        const char *count_key, *list_key;
+        NameList *l;
+    } kinds[] = {
+        {"jpeg_files", NULL, &content.jpeg}, // the plain JPEGs are not worth listing
+        {"png_files", "png_list", &content.png},
+        {"gif_files", "gif_list", &content.gif},
+        {"grayscale_jpegs", "grayscale_list", &content.gray_jpeg},
+        {"cmyk_jpegs", "cmyk_list", &content.cmyk_jpeg},
+        {"non_image_files", "non_image_list", &content.non_image},
+    };
+    results_int(&res, "image_folder_files", files);
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        results_int(&res, kinds[k].count_key, kinds[k].l->count);
+        if (!kinds[k].list_key) continue;
+        char *l = list_str(kinds[k].l);
+        results_str(&res, kinds[k].list_key, l);
+        free(l);
+    }
     results_int(&res, "width_min", wmin);
     results_int(&res, "width_max", wmax);
     results_num(&res, "width_mean", good ? wsum / good : 0);
@@ -241,7 +344,11 @@ int main(int argc, char **argv) {
     printf("wrote %s and %s\n", json_path, csv_path);
 
     results_free(&res);
-    free(json_path), free(csv_path), free(ids), free(extra), free(bad_list), free(sizes);
+    free(json_path), free(csv_path), free(ids), free(unlisted_str), free(bad_list), free(sizes);
+    free(ok), free(unlisted.names);
+    NameList *lists[] = {&content.jpeg,      &content.png,       &content.gif,
+                         &content.gray_jpeg, &content.cmyk_jpeg, &content.non_image};
+    for (size_t k = 0; k < sizeof lists / sizeof lists[0]; k++) free(lists[k]->names);
     pets_free(&trainval);
     pets_free(&test);
     return 0;

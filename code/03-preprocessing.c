@@ -8,9 +8,13 @@
 //   4. lay the result out as a (3, 224, 224) float tensor, channel first.
 // This program shows each step on one image (a figure), measures what normalisation does to the
 // whole split (per-channel mean and std before and after), and, with --dump, writes one image's
-// tensor so that other tools (and the PyTorch reference scripts) can compare against it.
+// tensor so that other tools (and the PyTorch reference scripts) can compare against it. With
+// --compare DIR it also measures how far our tensors are from torchvision's, on the crops that
+// tests/ref_preprocess.py saved from torchvision (tests/fixtures/preprocess/real: the PNG, the GIF
+// and a sample of JPEGs of the dataset), so that the report prints measured differences.
 //
 //   build/03-preprocessing [--root DIR] [--results DIR] [--out PATH] [--image PATH] [--samples N]
+//                          [--compare DIR]
 //   build/03-preprocessing --image PATH --dump OUT.f32
 #define _GNU_SOURCE
 #include <math.h>
@@ -25,11 +29,12 @@
 #include "loader.h"
 #include "preprocess.h"
 #include "results.h"
+#include "sha256.h"
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: 03-preprocessing [--root DIR] [--results DIR] [--out PATH] [--image PATH]\n"
-            "                        [--samples N] [--threads N] [--font FILE.ttf]\n"
+            "                        [--samples N] [--threads N] [--font FILE.ttf] [--compare DIR]\n"
             "       03-preprocessing --image PATH --dump OUT.f32\n"
             "Shows torchvision's ImageNet preprocessing (resize 256, center crop 224, normalize)\n"
             "on one image and measures per-channel mean and std over the trainval split.\n"
@@ -38,6 +43,8 @@ static void usage(FILE *f) {
             "  --out PATH      the figure (default figures/preprocessing.png)\n"
             "  --image PATH    the image shown (default: the first trainval image)\n"
             "  --samples N     images used for the statistics, evenly spaced (default 0 = all)\n"
+            "  --compare DIR   also compare with torchvision's crops DIR/NAME.crop.png of the\n"
+            "                  images --root holds (tests/fixtures/preprocess/real)\n"
             "  --dump OUT.f32  only write --image's tensor: 3x224x224 little-endian float32, CHW\n");
 }
 
@@ -64,6 +71,77 @@ static int load_crop(void *ctx, int index, void *out, char *err, size_t errlen) 
     return rc ? set_err(err, errlen, "%s: preprocessing failed", split->items[index].path) : 0;
 }
 
+// ----------------------------------------------------------------------------
+// --compare: our tensors against torchvision's
+
+typedef struct {
+    int n;           // images compared
+    double max, sum; // largest absolute difference over all their values; sum of per-image means
+    int levels;      // largest difference of the uint8 crops, in levels of 255
+} Diff;
+
+// The SHA-256 of `n` bytes as 64 hex digits.
+static void sha256_hex(const uint8_t *buf, size_t n, char hex[65]) {
+    Sha256 h;
+    sha256_init(&h);
+    sha256_update(&h, buf, n);
+    sha256_final_hex(&h, hex);
+}
+
+// region: compare
+// torchvision's float tensor is a function of its uint8 224x224 crop, so the fixtures hold
+// torchvision's crops (NAME.crop.png, with the SHA-256 of each source image in sources.sha256)
+// and both crops go through the same normalisation. The differences are those of the normalised
+// tensors, grouped by the format of the source file (by content).
+static void compare_torchvision(const char *dir, const char *root, Diff diff[3]) {
+    char err[1024], hex[65], want[65], name[256];
+    char *list_path = xasprintf("%s/sources.sha256", dir);
+    FILE *list = fopen(list_path, "r");
+    if (!list) die("--compare: cannot open %s (the fixtures of tests/ref_preprocess.py are in "
+                   "tests/fixtures/preprocess/real)", list_path);
+    uint8_t *ours = xmalloc(PREP_FLOATS);
+    float *a = xmalloc(PREP_FLOATS * sizeof(float)), *b = xmalloc(PREP_FLOATS * sizeof(float));
+    while (fscanf(list, "%64s %255s", want, name) == 2) {
+        char *path = xasprintf("%s/images/%s", root, name);
+        char *ref_path = xasprintf("%s/%.*s.crop.png", dir, (int)strcspn(name, "."), name);
+        size_t n;
+        uint8_t *buf = file_exists(path) ? read_file(path, &n, (size_t)512 << 20, err, sizeof err)
+                                         : NULL;
+        if (buf) sha256_hex(buf, n, hex);
+        Image img, ref;
+        ImageInfo info;
+        if (!buf || strcmp(hex, want)) {
+            printf("compare: %s: %s, skipped\n", path,
+                   buf ? "not the file the fixture was made from" : "not in this dataset");
+        } else if (image_probe(buf, n, &info) || image_decode(buf, n, path, &img, err, sizeof err) ||
+                   image_load(ref_path, &ref, err, sizeof err)) {
+            die("--compare: %s", err);
+        } else {
+            if (ref.w != PREP_CROP || ref.h != PREP_CROP)
+                die("%s: %dx%d, not a %d x %d crop", ref_path, ref.w, ref.h, PREP_CROP, PREP_CROP);
+            if (preprocess_u8(&img, ours)) die("%s: preprocessing failed", path);
+            normalize_chw(ours, a);
+            normalize_chw(ref.rgb, b);
+            double mx = 0, sum = 0;
+            Diff *g = &diff[info.format == IMAGE_PNG ? 1 : info.format == IMAGE_GIF ? 2 : 0];
+            for (int k = 0; k < PREP_FLOATS; k++) {
+                double v = fabs((double)a[k] - b[k]);
+                mx = fmax(mx, v), sum += v;
+                int l = abs((int)ours[k] - (int)ref.rgb[k]);
+                if (l > g->levels) g->levels = l;
+            }
+            g->n++, g->max = fmax(g->max, mx), g->sum += sum / PREP_FLOATS;
+            printf("compare: %-24s %-4s %-4s max abs diff %.6f, mean %.6f\n", name,
+                   image_format_name(info.format), info.mode, mx, sum / PREP_FLOATS);
+            image_free(&img), image_free(&ref);
+        }
+        free(buf), free(path), free(ref_path);
+    }
+    fclose(list);
+    free(list_path), free(ours), free(a), free(b);
+}
+// endregion
+
 // A normalised channel shown as an image: values -2.5..2.5 mapped to 0..255 (clipped).
 static uint8_t show(float v) {
     float u = (v + 2.5f) / 5.0f * 255.0f + 0.5f;
@@ -73,7 +151,7 @@ static uint8_t show(float v) {
 int main(int argc, char **argv) {
     const char *root = "data/oxford-iiit-pet", *results_dir = "results";
     const char *out = "figures/preprocessing.png", *image_path = NULL, *dump = NULL;
-    const char *font_path = FIGURE_FONT_DEFAULT;
+    const char *font_path = FIGURE_FONT_DEFAULT, *compare = NULL;
     int samples = 0, threads = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage(stdout), 0;
@@ -85,6 +163,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--samples") && i + 1 < argc) samples = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--font") && i + 1 < argc) font_path = argv[++i];
+        else if (!strcmp(argv[i], "--compare") && i + 1 < argc) compare = argv[++i];
         else return usage(stderr), fprintf(stderr, "error: unknown argument '%s'\n", argv[i]), 2;
     }
     char err[1024];
@@ -110,6 +189,8 @@ int main(int argc, char **argv) {
     Font *font = font_load(font_path, err, sizeof err);
     if (!font) die("%s", err);
     if (!image_path) image_path = split.items[0].path;
+    Diff diff[3] = {{0}}; // JPEG, PNG, GIF
+    if (compare) compare_torchvision(compare, root, diff);
 
     // region: steps
     // The four steps on one image, kept apart so that the figure can show each.
@@ -128,7 +209,8 @@ int main(int argc, char **argv) {
     }
     if (maxdiff != 0) die("internal: the steps and preprocess_image differ by %g", maxdiff);
 
-    // The figure: original | resized + cropped | normalised, each under a two-line title.
+    // The figure: original | resized + cropped | normalised, each under a two-line title (written
+    // at the end, with the results).
     const int pw = 320, ph = 330, top = 62;
     Image fig, norm = {PREP_CROP, PREP_CROP, xmalloc(PREP_FLOATS)};
     for (int i = 0; i < PREP_CROP * PREP_CROP; i++)
@@ -148,7 +230,6 @@ int main(int argc, char **argv) {
         draw_text_centered(&fig, font, line[p][0], p * pw + pw / 2, 8, 18.0f, pw - 8, 0, 0, 0);
         draw_text_centered(&fig, font, line[p][1], p * pw + pw / 2, 32, 15.0f, pw - 8, 80, 80, 80);
     }
-    if (image_write_png(out, &fig, err, sizeof err)) die("%s", err);
 
     // region: channel-stats
     // Per-channel mean and std over the split, of the pixels scaled to 0..1 and of the normalised
@@ -208,6 +289,30 @@ int main(int argc, char **argv) {
         snprintf(key, sizeof key, "imagenet_mean_%s", ch[c]), results_num(&res, key, round(PREP_MEAN[c] * 1e6) / 1e6);
         snprintf(key, sizeof key, "imagenet_std_%s", ch[c]), results_num(&res, key, round(PREP_STD[c] * 1e6) / 1e6);
     }
+    if (compare) { // differences from torchvision, per format of the source file
+        const char *fmt[3] = {"jpeg", "png", "gif"};
+        for (int f = 0; f < 3; f++) {
+            char key[64];
+            snprintf(key, sizeof key, "tv_%s_images", fmt[f]), results_int(&res, key, diff[f].n);
+            snprintf(key, sizeof key, "tv_%s_max_abs_diff", fmt[f]);
+            results_num(&res, key, diff[f].max);
+            snprintf(key, sizeof key, "tv_%s_mean_abs_diff", fmt[f]);
+            results_num(&res, key, diff[f].n ? diff[f].sum / diff[f].n : 0);
+            snprintf(key, sizeof key, "tv_%s_max_levels", fmt[f]);
+            results_int(&res, key, diff[f].levels);
+        }
+        results_int(&res, "tv_images", diff[0].n + diff[1].n + diff[2].n);
+        int within = diff[0].max < PREP_TV_JPEG_MAX_LIMIT &&
+                     (diff[0].n ? diff[0].sum / diff[0].n : 0) < PREP_TV_JPEG_MEAN_LIMIT &&
+                     diff[1].max < PREP_TV_EXACT_LIMIT && diff[2].max < PREP_TV_EXACT_LIMIT;
+        if (!within) warn("the tensors differ from torchvision's by more than the limits "
+                          "(%g for PNG and GIF; %g max, %g mean for JPEG)", PREP_TV_EXACT_LIMIT,
+                          PREP_TV_JPEG_MAX_LIMIT, PREP_TV_JPEG_MEAN_LIMIT);
+        results_int(&res, "tv_within_limits", within);
+    }
+    results_num(&res, "tv_exact_limit", PREP_TV_EXACT_LIMIT);
+    results_num(&res, "tv_jpeg_max_limit", PREP_TV_JPEG_MAX_LIMIT);
+    results_num(&res, "tv_jpeg_mean_limit", PREP_TV_JPEG_MEAN_LIMIT);
     results_str(&res, "split", "trainval");
     results_int(&res, "samples", n);
     results_int(&res, "samples_used", used);
@@ -225,8 +330,10 @@ int main(int argc, char **argv) {
     results_num(&res, "seconds", seconds);
     results_num(&res, "images_per_second", n / (seconds > 0 ? seconds : 1e-9));
     results_int(&res, "threads", nthreads);
+    // The outputs, once everything has worked: the figure, then the numbers.
     char *json = xasprintf("%s/03-preprocessing.json", results_dir);
-    if (results_write(&res, json, err, sizeof err)) die("%s", err);
+    if (image_write_png(out, &fig, err, sizeof err) || results_write(&res, json, err, sizeof err))
+        die("%s", err);
     printf("wrote %s and %s\n", out, json);
 
     results_free(&res);

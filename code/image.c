@@ -19,6 +19,7 @@
 #include "image.h"
 
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -107,6 +108,63 @@ static int jpeg_check_complete(const uint8_t *buf, size_t n, const char **why) {
 }
 
 // ----------------------------------------------------------------------------
+// colour modes from the headers (what PIL's Image.open(path).mode would say)
+
+// JPEG: the component count of the frame header (SOF0..SOF15, less DHT C4, JPG C8 and DAC CC):
+// 1 = "L", 3 = "RGB" (YCbCr or RGB), 4 = "CMYK" (Adobe CMYK or YCCK, both CMYK in PIL).
+static const char *jpeg_mode(const uint8_t *buf, size_t n) {
+    size_t p = 2; // after SOI
+    for (;;) {
+        while (p < n && buf[p] != 0xFF) p++;
+        while (p < n && buf[p] == 0xFF) p++;
+        if (p >= n) return "";
+        uint8_t m = buf[p++];
+        if (m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;
+        if (m == 0xD9 || m == 0xDA || p + 2 > n) return ""; // no frame header before the scan
+        size_t len = ((size_t)buf[p] << 8) | buf[p + 1];
+        if (len < 2) return "";
+        if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) {
+            if (len < 8 || p + 8 > n) return "";
+            int nf = buf[p + 7]; // length(2) precision(1) height(2) width(2) components(1)
+            return nf == 1 ? "L" : nf == 3 ? "RGB" : nf == 4 ? "CMYK" : "";
+        }
+        p += len;
+    }
+}
+
+// PNG: the colour type of IHDR (always the first chunk, at byte 8).
+static const char *png_mode(const uint8_t *buf, size_t n) {
+    if (n < 26 || memcmp(buf + 12, "IHDR", 4) != 0) return "";
+    int depth = buf[24];
+    switch (buf[25]) {
+    case 0: return depth == 16 ? "I" : "L";
+    case 2: return "RGB";
+    case 3: return "P";
+    case 4: return "LA";
+    case 6: return "RGBA";
+    default: return "";
+    }
+}
+
+int image_probe(const uint8_t *buf, size_t n, ImageInfo *info) {
+    const char *what;
+    Format fmt = n ? identify(buf, n, &what) : FMT_UNKNOWN;
+    const char *mode = fmt == FMT_JPEG  ? jpeg_mode(buf, n)
+                       : fmt == FMT_PNG ? png_mode(buf, n)
+                       : fmt == FMT_GIF ? "P"
+                                        : "";
+    info->format = fmt == FMT_JPEG ? IMAGE_JPEG : fmt == FMT_PNG ? IMAGE_PNG
+                   : fmt == FMT_GIF ? IMAGE_GIF : IMAGE_NOT_IMAGE;
+    snprintf(info->mode, sizeof info->mode, "%s", mode);
+    return fmt == FMT_UNKNOWN ? -1 : 0;
+}
+
+const char *image_format_name(ImageFormat f) {
+    return f == IMAGE_JPEG ? "JPEG" : f == IMAGE_PNG ? "PNG" : f == IMAGE_GIF ? "GIF"
+                                                                        : "not an image";
+}
+
+// ----------------------------------------------------------------------------
 // decoding
 
 int image_decode(const uint8_t *buf, size_t n, const char *name, Image *img, char *err,
@@ -151,15 +209,21 @@ int image_decode(const uint8_t *buf, size_t n, const char *name, Image *img, cha
     return 0;
 }
 
-int image_load(const char *path, Image *img, char *err, size_t errlen) {
+int image_load_info(const char *path, Image *img, ImageInfo *info, char *err, size_t errlen) {
     img->w = img->h = 0;
     img->rgb = NULL;
+    if (info) *info = (ImageInfo){IMAGE_NOT_IMAGE, ""};
     size_t n = 0;
     uint8_t *buf = read_file(path, &n, IMAGE_MAX_FILE_BYTES, err, errlen);
     if (!buf) return -1;
+    if (info) image_probe(buf, n, info);
     int rc = image_decode(buf, n, path, img, err, errlen);
     free(buf);
     return rc;
+}
+
+int image_load(const char *path, Image *img, char *err, size_t errlen) {
+    return image_load_info(path, img, NULL, err, errlen);
 }
 
 void image_free(Image *img) {

@@ -39,6 +39,7 @@ const float PREP_STD[3] = {(float)0.229, (float)0.224, (float)0.225};
 // ----------------------------------------------------------------------------
 // resampling coefficients
 
+// region: resample-weights
 #define PRECISION_BITS (32 - 8 - 2)
 #define HALF (1 << (PRECISION_BITS - 1))
 
@@ -50,6 +51,7 @@ typedef struct {
     int32_t *k;     // (n, ksize) fixed-point weights, PRECISION_BITS fraction bits
 } Coeffs;
 
+// The bilinear filter is a triangle: weight 1 at distance 0, falling to 0 at distance 1.
 static double triangle(double x) {
     if (x < 0.0) x = -x;
     return x < 1.0 ? 1.0 - x : 0.0;
@@ -92,6 +94,7 @@ static void coeffs_compute(Coeffs *c, int in_size, int out_size) {
     }
     free(w);
 }
+// endregion
 
 static void coeffs_free(Coeffs *c) {
     free(c->first);

@@ -16,6 +16,14 @@
 extern const float PREP_MEAN[3]; // 0.485, 0.456, 0.406
 extern const float PREP_STD[3];  // 0.229, 0.224, 0.225
 
+// How far our normalized tensors may be from torchvision's (max / mean absolute difference over
+// the 3 x 224 x 224 values), checked by tests/test_preprocess_real.c and measured again by
+// 03-preprocessing --compare: on PNG and GIF input both decode the same pixels, so only float
+// rounding may differ; on JPEG input stb_image and libjpeg reconstruct slightly different pixels.
+#define PREP_TV_EXACT_LIMIT 1e-5
+#define PREP_TV_JPEG_MAX_LIMIT 0.07
+#define PREP_TV_JPEG_MEAN_LIMIT 0.002
+
 // Resizes so that the shorter side is `size` (longer side int(size*long/short)), as
 // torchvision.transforms.functional.resize(img, size) with PIL bilinear + antialias. Returns 0 or -1.
 int resize_shorter_side(const Image *in, int size, Image *out);

@@ -1,10 +1,14 @@
 // tests/make_fake_pets.c: writes a tiny synthetic Oxford-IIIT Pet root for the program tests.
 //   make-fake-pets DIR
+//   make-fake-pets DIR --trainval N
 // DIR/images holds PNGs named .jpg (written with image_write_png), real JPEGs (stb_image_write),
 // a truncated JPEG (Bengal_3.jpg, in trainval), a MATLAB-like file; one test image is listed but
 // missing (Bengal_9.jpg). Classes 1, 6 and 37 only; the annotation files carry '#' comment lines.
 // Expected: trainval 24 images (8 per class), test 10; unreadable: Bengal_3 (truncated),
 // Bengal_9 (missing).
+// With --trainval N: a large split instead (for the sample choice of 02-visualization): N tiny
+// PNG images in trainval, in three breeds of N/3 (Abyssinian, Bengal, yorkshire_terrier, the
+// remainder in the last) numbered 1.., and 3 test images; no odd files.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,8 +43,49 @@ static Image make_picture(int k) {
     return img;
 }
 
+// The --trainval N dataset.
+static void write_many(const char *root, int n) {
+    char err[512];
+    char *dir = xasprintf("%s/images", root), *ann = xasprintf("%s/annotations", root);
+    if (mkdir_p(dir) || mkdir_p(ann)) die("cannot create %s and %s", dir, ann);
+    const char *names[3] = {"trainval", "test", "list"};
+    FILE *files[3];
+    for (int s = 0; s < 3; s++) {
+        char *p = xasprintf("%s/%s.txt", ann, names[s]);
+        if (!(files[s] = fopen(p, "w"))) die("cannot write %s", p);
+        free(p);
+    }
+    int per = n / 3;
+    for (int i = 0; i < n + 3; i++) {
+        int test = i >= n, c = test ? i - n : i / per < 3 ? i / per : 2;
+        int num = test ? 100000 + c : i - c * per + 1;
+        Image img = {8, 6, xmalloc(8 * 6 * 3)};
+        for (int k = 0; k < 8 * 6 * 3; k++) img.rgb[k] = (uint8_t)(i * 7 + k * 13);
+        char *path = xasprintf("%s/%s_%d.jpg", dir, breeds[c], num);
+        uint8_t *png;
+        size_t bytes;
+        FILE *f = fopen(path, "wb"); // plain writes: image_write_png's fsync per file is slow here
+        if (!f || image_encode_png(&img, &png, &bytes, err, sizeof err) ||
+            fwrite(png, 1, bytes, f) != bytes || fclose(f))
+            die("cannot write %s", path);
+        free(png);
+        int species = c == 2 ? 2 : 1, breed = c == 2 ? 25 : c + 1;
+        fprintf(files[test], "%s_%d %d %d %d\n", breeds[c], num, ids[c], species, breed);
+        fprintf(files[2], "%s_%d %d %d %d\n", breeds[c], num, ids[c], species, breed);
+        image_free(&img);
+        free(path);
+    }
+    for (int s = 0; s < 3; s++)
+        if (fclose(files[s])) die("cannot write the annotations of %s", root);
+    free(dir), free(ann);
+}
+
 int main(int argc, char **argv) {
-    if (argc != 2) die("usage: make-fake-pets DIR");
+    if (argc == 4 && !strcmp(argv[2], "--trainval") && atoi(argv[3]) >= 3) {
+        write_many(argv[1], atoi(argv[3]));
+        return 0;
+    }
+    if (argc != 2) die("usage: make-fake-pets DIR [--trainval N]");
     char err[512];
     char *dir = xasprintf("%s/images", argv[1]);
     if (mkdir_p(dir)) die("cannot create %s", dir);

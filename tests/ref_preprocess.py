@@ -21,6 +21,10 @@ Everything lands in tests/fixtures/preprocess/ (about 1.6 MB in all):
                     torchvision's uint8 224x224 crop (before ToTensor) of real images: the PNG
                     Abyssinian_5.jpg, the GIF Abyssinian_34.jpg, and a fixed sample of JPEGs
                     (progressive, Adobe-marked, EXIF and plain ones).
+  real/sources.sha256
+                    the SHA-256 of each image those crops were made from (sha256sum format), so
+                    that build/03-preprocessing --compare only compares a crop with the very same
+                    file of another dataset root.
   real/jpeg_blocks.bin
                     for EVERY real JPEG: the sums over 16x16 blocks of its uint8 crop (14x14x3
                     uint16 values). From them the C test computes, for all JPEGs, lower bounds of
@@ -35,6 +39,7 @@ over all real JPEGs: the full measurement behind the sampled test.
 """
 import argparse
 import glob
+import hashlib
 import io
 import os
 import struct
@@ -182,11 +187,16 @@ def write_real(shared):
     os.makedirs(d, exist_ok=True)
     files = real_files(shared)
     stems = [os.path.basename(p) for p in files["png"] + files["gif"]] + JPEG_SAMPLE
+    sums = []
     for name in stems:
+        with open(os.path.join(shared, "images", name), "rb") as f:
+            sums.append("%s  %s\n" % (hashlib.sha256(f.read()).hexdigest(), name))
         img = Image.open(os.path.join(shared, "images", name)).convert("RGB")
         crop = tv_crop(img)
         assert torch.equal(normalize_u8(np.asarray(crop)), tv_tensor(img))
         crop.save(os.path.join(d, name[:-4] + ".crop.png"), "PNG", optimize=True)
+    with open(os.path.join(d, "sources.sha256"), "w") as f:
+        f.write("".join(sorted(sums, key=lambda l: l.split()[1])))
     recs = []
     for p in files["jpeg"]:
         crop = np.asarray(tv_crop(Image.open(p).convert("RGB"))).astype(np.uint32)

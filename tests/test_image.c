@@ -54,18 +54,27 @@ static void expect_error(const uint8_t *buf, size_t n, const char *name, const c
 static void test_formats(const char *fixtures) {
     static const struct {
         const char *name;
-        int tol; // max abs difference allowed per channel value (0 = identical)
+        int tol;            // max abs difference allowed per channel value (0 = identical)
+        ImageFormat format; // what image_probe must find, and PIL's Image.open(f).mode
+        const char *mode;
     } cases[] = {
-        {"gray.jpg", 3},     {"cmyk.jpg", 3},     {"rgb444.jpg", 3}, {"progressive.jpg", 3},
-        {"la.png", 0},       {"rgba.png", 0},     {"palette_trns.png", 0},
-        {"palette.gif", 0},  {"gray.gif", 0},
+        {"gray.jpg", 3, IMAGE_JPEG, "L"},          {"cmyk.jpg", 3, IMAGE_JPEG, "CMYK"},
+        {"rgb444.jpg", 3, IMAGE_JPEG, "RGB"},      {"progressive.jpg", 3, IMAGE_JPEG, "RGB"},
+        {"la.png", 0, IMAGE_PNG, "LA"},            {"rgba.png", 0, IMAGE_PNG, "RGBA"},
+        {"palette_trns.png", 0, IMAGE_PNG, "P"},   {"palette.gif", 0, IMAGE_GIF, "P"},
+        {"gray.gif", 0, IMAGE_GIF, "P"},           {"gray.jpg.rgb.png", 0, IMAGE_PNG, "RGB"},
     };
     char err[512];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *path = xasprintf("%s/formats/%s", fixtures, cases[i].name);
         char *ref = xasprintf("%s.rgb.png", path);
+        if (strstr(cases[i].name, ".rgb.png")) { // only the probe: the file is a reference itself
+            free(ref);
+            ref = xstrdup(path);
+        }
         Image got, want;
-        if (image_load(path, &got, err, sizeof err)) {
+        ImageInfo info;
+        if (image_load_info(path, &got, &info, err, sizeof err)) {
             CHECK(0, "%s", err);
         } else if (image_load(ref, &want, err, sizeof err)) {
             CHECK(0, "%s", err);
@@ -87,6 +96,10 @@ static void test_formats(const char *fixtures) {
                 printf("format %-17s %2dx%-2d  max diff from PIL %d, mean %.3f\n", cases[i].name,
                        got.w, got.h, maxd, sum / n);
             }
+            CHECK(info.format == cases[i].format && !strcmp(info.mode, cases[i].mode),
+                  "%s: probed as %s %s, expected %s %s", cases[i].name,
+                  image_format_name(info.format), info.mode, image_format_name(cases[i].format),
+                  cases[i].mode);
             image_free(&got);
             image_free(&want);
         }
@@ -142,6 +155,28 @@ static void test_truncated_jpeg(const uint8_t *jpg, size_t n, const char *name) 
         expect_error(jpg, cuts[i], what, "truncated JPEG");
         free(what);
     }
+}
+
+// image_probe on what is not an image, or not a whole one: never a crash, never a wrong answer.
+static void test_probe(void) {
+    ImageInfo info;
+    static const uint8_t empty[1] = {0};
+    CHECK(image_probe(empty, 0, &info) == -1 && info.format == IMAGE_NOT_IMAGE, "empty buffer");
+    CHECK(image_probe((const uint8_t *)"MATLAB 5.0 MAT-file", 19, &info) == -1 &&
+              info.format == IMAGE_NOT_IMAGE && !info.mode[0], "MATLAB header probed as an image");
+    CHECK(image_probe((const uint8_t *)"BM\0\0", 4, &info) == -1, "BMP probed as readable");
+    // a JPEG cut inside its frame header: a JPEG of unknown mode
+    static const uint8_t jpeg_cut[] = {0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x11, 0x08, 0x00};
+    CHECK(image_probe(jpeg_cut, sizeof jpeg_cut, &info) == 0 && info.format == IMAGE_JPEG &&
+              !info.mode[0], "cut JPEG: %s '%s'", image_format_name(info.format), info.mode);
+    // a segment length running past the end, and a zero length
+    static const uint8_t jpeg_long[] = {0xFF, 0xD8, 0xFF, 0xE1, 0xFF, 0xFF, 0x00};
+    CHECK(image_probe(jpeg_long, sizeof jpeg_long, &info) == 0 && !info.mode[0], "long segment");
+    static const uint8_t jpeg_zero[] = {0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x00, 0xFF, 0xC0};
+    CHECK(image_probe(jpeg_zero, sizeof jpeg_zero, &info) == 0 && !info.mode[0], "zero length");
+    // a PNG signature without its IHDR
+    CHECK(image_probe((const uint8_t *)"\x89PNG\r\n\x1A\n", 8, &info) == 0 &&
+              info.format == IMAGE_PNG && !info.mode[0], "PNG without IHDR: '%s'", info.mode);
 }
 
 static void test_bad_input(const char *fixtures, const char *tmp) {
@@ -272,14 +307,23 @@ static int test_shared(const char *root) {
         if (len < 5) continue;
         char *path = xasprintf("%s/%s", images, e->d_name);
         Image img;
+        ImageInfo info;
         if (!strcmp(e->d_name + len - 4, ".mat")) {
-            CHECK(image_load(path, &img, err, sizeof err) == -1 && strstr(err, "MATLAB") &&
-                      strstr(err, e->d_name),
+            CHECK(image_load_info(path, &img, &info, err, sizeof err) == -1 &&
+                      strstr(err, "MATLAB") && strstr(err, e->d_name),
                   "%s: must be refused as a MATLAB file naming it, got '%s'", path, err);
+            CHECK(info.format == IMAGE_NOT_IMAGE, "%s: probed as an image", path);
             mats++;
         } else if (!strcmp(e->d_name + len - 4, ".jpg")) {
-            if (image_load(path, &img, err, sizeof err) == 0) {
+            if (image_load_info(path, &img, &info, err, sizeof err) == 0) {
                 jpg_ok++;
+                // PIL: every .jpg is a JPEG in mode RGB, except these two
+                const char *want = !strcmp(e->d_name, "Abyssinian_5.jpg")    ? "PNG RGBA"
+                                   : !strcmp(e->d_name, "Abyssinian_34.jpg") ? "GIF P"
+                                                                             : "JPEG RGB";
+                char got[32];
+                snprintf(got, sizeof got, "%s %s", image_format_name(info.format), info.mode);
+                CHECK(!strcmp(got, want), "%s: probed as %s, PIL says %s", path, got, want);
                 if (!strcmp(e->d_name, "Abyssinian_5.jpg"))
                     CHECK(img.w == 200 && img.h == 150, "Abyssinian_5 (PNG): %dx%d", img.w, img.h);
                 if (!strcmp(e->d_name, "Abyssinian_34.jpg"))
@@ -322,6 +366,7 @@ int main(int argc, char **argv) {
         if (rc == 77) return 77;
     } else {
         test_formats(argv[1]);
+        test_probe();
         test_bad_input(argv[1], argv[2]);
         test_write_png(argv[2]);
     }

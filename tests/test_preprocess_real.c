@@ -36,9 +36,9 @@ static int failures = 0;
     } while (0)
 
 #define CROP_BYTES ((size_t)PREP_CROP * PREP_CROP * 3)
-#define JPEG_MAX_LIMIT 0.07
-#define JPEG_MEAN_LIMIT 0.002
-#define EXACT_LIMIT 1e-5
+#define JPEG_MAX_LIMIT PREP_TV_JPEG_MAX_LIMIT   // 0.07
+#define JPEG_MEAN_LIMIT PREP_TV_JPEG_MEAN_LIMIT // 0.002
+#define EXACT_LIMIT PREP_TV_EXACT_LIMIT         // 1e-5
 
 // Our crop of a real image (decode + resize + crop); dies with the reason if it fails.
 static void our_crop(const char *path, uint8_t *crop) {
