@@ -80,6 +80,7 @@ struct ResNet34 {
     int fwd_n;
     int fwd_train;
     int saved_from;              // lowest unit whose activations were kept (17: none)
+    int keep_eval;               // eval-mode forwards keep activations too (for backward)
 };
 
 // Units in forward order: 0 stem (conv1, bn1), 1..16 the blocks, 17 fc.
@@ -589,7 +590,9 @@ void resnet34_forward(ResNet34 *m, const float *x, int n, int h, int w, int bn_t
     }
     pool_reset(m);
     head_alloc(m, n);
-    const int keep_from = lowest_trainable(m);  // units >= keep_from keep their activations
+    // Units >= keep_from keep what backward reads: from the lowest trainable one, in train mode
+    // (or in eval mode when asked for); an eval pass otherwise runs like torch.no_grad().
+    const int keep_from = (bn_train || m->keep_eval) ? lowest_trainable(m) : UNIT_FC;
 
     be->tensor_upload(m->x, x);
     // stem: conv1 7x7/2, bn1, relu, maxpool 3x3/2
@@ -618,6 +621,8 @@ void resnet34_forward(ResNet34 *m, const float *x, int n, int h, int w, int bn_t
     m->fwd_train = bn_train;
     m->saved_from = keep_from;
 }
+
+void resnet34_keep_activations(ResNet34 *m, int keep) { m->keep_eval = keep; }
 
 void resnet34_forward_head(ResNet34 *m, const float *features, int n) {
     if (n < 1) die("resnet34_forward_head: bad batch size %d", n);
@@ -723,6 +728,10 @@ static void network_backward(ResNet34 *m) {
         if (m->have_forward == 2)
             die("resnet34: backward through the backbone after resnet34_forward_head: a forward "
                 "over images is needed when backbone weights are trainable");
+        if (!m->fwd_train && !m->keep_eval)
+            die("resnet34: backward through trainable backbone weights after an eval-mode forward, "
+                "which keeps no activations; call resnet34_keep_activations(m, 1) before the "
+                "forward to train in eval mode");
         die("resnet34: weights were unfrozen between forward and backward; run the forward "
             "again after changing what is frozen");
     }

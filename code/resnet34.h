@@ -54,6 +54,11 @@ void resnet34_freeze_backbone(ResNet34 *m, int frozen);
 // Forward over a host batch x (n, 3, h, w) float32. bn_train = 1 uses batch statistics and
 // updates the running ones (PyTorch's model.train()); 0 is model.eval().
 void resnet34_forward(ResNet34 *m, const float *x, int n, int h, int w, int bn_train);
+// What a forward keeps for backward: in train mode (bn_train = 1), the activations from the lowest
+// trainable layer up; in eval mode nothing (like torch.no_grad(): validation needs little memory)
+// unless keep = 1 here, which makes eval-mode forwards keep them too (backward in eval mode
+// through trainable backbone weights; fc alone never needs it).
+void resnet34_keep_activations(ResNet34 *m, int keep);
 // Runs only the head: features (n, 512) float32 from host -> logits (for cached features).
 void resnet34_forward_head(ResNet34 *m, const float *features, int n);
 // Results of the last forward, copied to host: logits (n, classes), pooled features (n, 512).

@@ -2,7 +2,7 @@
 """tests/ref_resnet34.py: PyTorch reference fixtures for the C ResNet34 (tests/test_resnet34.c).
 
 Run by developers (Debian's python3-torch 1.13 + python3-torchvision 0.14), never by `make test`:
-    /usr/bin/python3 tests/ref_resnet34.py [OUTDIR]      (default tests/fixtures/resnet34)
+    /usr/bin/python3 tests/ref_resnet34.py [OUTDIR [CASE...]]   (default tests/fixtures/resnet34, all)
 
 Instead of committing 83 MB of weights, both sides build the same network from a formula: every
 value comes from a 64-bit integer hash (splitmix64's finaliser) of (case seed, tensor index,
@@ -11,7 +11,9 @@ bit-identical weights and inputs. For each case the fixture holds what torchvisi
 of them: logits, the cross-entropy (sum and mean), the gradient of every trainable parameter after
 one backward of the summed loss (in full for tensors up to 20000 values, otherwise as sum, sum of
 |g|, sum of g^2 and 32 elements at hashed positions), the batch-norm running statistics after the
-step, num_batches_tracked, and the losses of 5 steps of torch.optim.Adam(lr=1e-3).
+step, num_batches_tracked, and the losses of 5 steps of torch.optim.Adam(lr=1e-3). Cases: all
+weights trainable in train mode and in eval mode, a frozen backbone (only fc trainable) in eval and
+in train mode, and a 224x224 eval forward with torchvision's 1000-way head.
 
 File format (little-endian), version 1:
     "RN34FIX\\0" (8 bytes), uint32 version, uint32 record count, then records:
@@ -214,15 +216,26 @@ def run_case(outdir, tag, case_seed, n, h, w, k, bn_train, frozen, grads=True, a
     fx.write(os.path.join(outdir, tag + ".bin"))
 
 
+CASES = {
+    #                   seed  n  h    w    k     bn_train frozen
+    "train64":         (1,    2, 64,  64,  37,   1,       0),
+    "frozen64_eval":   (2,    4, 64,  64,  37,   0,       1),
+    "frozen64_train":  (3,    4, 64,  64,  37,   1,       1),
+    "eval64_trainable": (5,   2, 64,  64,  37,   0,       0),
+    "eval224":         (4,    2, 224, 224, 1000, 0,       1),
+}
+
+
 def main():
     outdir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "fixtures", "resnet34")
+    tags = sys.argv[2:] or list(CASES)
     os.makedirs(outdir, exist_ok=True)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    #        tag              seed  n  h    w    k     bn_train frozen
-    run_case(outdir, "train64", 1, 2, 64, 64, 37, 1, 0)
-    run_case(outdir, "frozen64_eval", 2, 4, 64, 64, 37, 0, 1)
-    run_case(outdir, "frozen64_train", 3, 4, 64, 64, 37, 1, 1)
-    run_case(outdir, "eval224", 4, 2, 224, 224, 1000, 0, 1, grads=False, adam_steps=0)
+    for tag in tags:
+        seed, n, h, w, k, bn_train, frozen = CASES[tag]
+        big = tag == "eval224"
+        adam = 0 if big or tag == "eval64_trainable" else 5
+        run_case(outdir, tag, seed, n, h, w, k, bn_train, frozen, grads=not big, adam_steps=adam)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@
 //   logits and pooled features, the summed and mean cross-entropy, the gradient of every trainable
 //   parameter (in full or as checksums + sampled elements), the batch-norm running statistics after
 //   the step, num_batches_tracked, torchvision's state-dict keys and shapes, and the losses of 5
-//   Adam steps; for a fully trainable network in train mode, for a frozen backbone in eval and in
-//   train mode (only fc gets gradients), and a 224x224 eval forward with a 1000-way head.
+//   Adam steps; for a fully trainable network in train mode (and its gradients in eval mode), for
+//   a frozen backbone in eval and in train mode (only fc gets gradients), and a 224x224 eval
+//   forward with a 1000-way head.
 // Usage: test-resnet34 FIXTURE_DIR [CASE...]   (PETS_CPU_REFERENCE=1 checks the naive kernels)
 #include "test_resnet34_util.h"
 #include "train.h"
@@ -134,6 +135,7 @@ static void run_case(Backend *be, const char *dir, const char *tag) {
         if (labels[i] != (int)fx_get(lr, (size_t)i)) fail("labels differ from the fixture's (%s)", tag);
 
     if (frozen) resnet34_freeze_backbone(m, 1);
+    if (!bn_train && !frozen) resnet34_keep_activations(m, 1); // backward through eval mode
     resnet34_forward(m, x, n, h, w, bn_train);
     float *logits = xmalloc((size_t)n * k * sizeof(float)), *feat = xmalloc((size_t)n * 512 * sizeof(float));
     resnet34_logits(m, logits);
@@ -231,7 +233,7 @@ int main(int argc, char **argv) {
     Backend *be = backend_open("cpu", PREC_FP32, 1, err, sizeof(err));
     if (!be) die("%s", err);
     printf("backend: %s\n", be->description);
-    static const char *all[] = {"train64", "frozen64_eval", "frozen64_train", "eval224"};
+    static const char *all[] = {"train64", "eval64_trainable", "frozen64_eval", "frozen64_train", "eval224"};
     if (argc > 2) {
         for (int i = 2; i < argc; i++) run_case(be, argv[1], argv[i]);
     } else {
