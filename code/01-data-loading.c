@@ -85,22 +85,22 @@ static int probe_path(const char *path, ImageInfo *info) {
 
 typedef struct {
     int count;
-    char *names; // the first LIST_MAX names, space separated, then "(and N more)"
+    char *names; // the first LIST_MAX names, separated by ", "
 } NameList;
 
 static void list_add(NameList *l, const char *name) {
     char *s = l->count < LIST_MAX ? xasprintf("%s%s%s", l->names ? l->names : "",
-                                              l->count ? " " : "", name)
+                                              l->count ? ", " : "", name)
                                   : NULL;
     if (s) free(l->names), l->names = s;
     l->count++;
 }
 
-// The list as one string: "none", or the names, with "(and N more)" past LIST_MAX.
+// The list as one string: "none", or the names, with "and N more" past LIST_MAX.
 static char *list_str(const NameList *l) {
     if (!l->count) return xstrdup("none");
     if (l->count <= LIST_MAX) return xstrdup(l->names);
-    return xasprintf("%s (and %d more)", l->names, l->count - LIST_MAX);
+    return xasprintf("%s and %d more", l->names, l->count - LIST_MAX);
 }
 
 typedef struct {

@@ -3,7 +3,7 @@
 add_library(petimage STATIC code/image.c code/preprocess.c)
 target_include_directories(petimage PUBLIC code)
 target_include_directories(petimage SYSTEM PRIVATE ${STB_INCLUDE_DIR})
-target_link_libraries(petimage PUBLIC common m)
+target_link_libraries(petimage PUBLIC common m Threads::Threads)
 
 # The benchmark times the multi-threaded run through the batch loader (library petdata, defined
 # in code/data.cmake, which is included after this file); without it, plain pthreads.

@@ -20,6 +20,7 @@
 #include "preprocess.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,8 +58,8 @@ static double triangle(double x) {
     return x < 1.0 ? 1.0 - x : 0.0;
 }
 
-// Weights to resample in_size samples to out_size (Pillow's convention: output sample i is centred
-// at input coordinate (i + 0.5) * in_size / out_size, pixel centres at j + 0.5).
+// Weights to resample in_size samples to out_size (Pillow's convention: output sample i is
+// centred at input coordinate (i + 0.5) * in_size / out_size, pixel centres at j + 0.5).
 static void coeffs_compute(Coeffs *c, int in_size, int out_size) {
     double scale = (double)in_size / out_size;
     double fscale = scale < 1.0 ? 1.0 : scale; // stretch the filter only when shrinking
@@ -495,11 +496,8 @@ static void norm_lut_init(void) {
 }
 
 void normalize_chw(const uint8_t *hwc, float *chw) { // (224, 224, 3) uint8 -> (3, 224, 224)
-    static int ready = 0; // the table is deterministic: racing initialisers write the same values
-    if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) {
-        norm_lut_init();
-        __atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
-    }
+    static pthread_once_t once = PTHREAD_ONCE_INIT; // loader threads call this concurrently
+    pthread_once(&once, norm_lut_init);
     const int n = PREP_CROP * PREP_CROP;
     float *r = chw, *g = chw + n, *b = chw + 2 * n;
     for (int i = 0; i < n; i++) {

@@ -59,7 +59,7 @@ key "$J" trainval_unreadable 1
 key "$J" test_unreadable 1
 key "$J" decoded_images 32
 key "$J" unreferenced_files 2
-key "$J" unreferenced_list '"Abyssinian_100.mat Abyssinian_50.jpg"'
+key "$J" unreferenced_list '"Abyssinian_100.mat, Abyssinian_50.jpg"'
 key "$J" image_folder_files 35
 key "$J" jpeg_files 17
 key "$J" grayscale_jpegs 1
@@ -68,7 +68,7 @@ key "$J" cmyk_jpegs 1
 key "$J" cmyk_list '"Abyssinian_3.jpg"'
 key "$J" png_files 15
 key "$J" gif_files 2
-key "$J" gif_list '"yorkshire_terrier_2.jpg Abyssinian_50.jpg"'
+key "$J" gif_list '"yorkshire_terrier_2.jpg, Abyssinian_50.jpg"'
 key "$J" non_image_files 1
 key "$J" non_image_list '"Abyssinian_100.mat"'
 has "$TMP/out" "by content: 17 JPEG (1 grayscale, 1 CMYK), 15 PNG, 2 GIF, 1 not images"
@@ -164,7 +164,8 @@ if [ -n "$SHARED" ] && [ -d "$SHARED/images" ]; then
     key "$J" grayscale_jpegs 0
     key "$J" cmyk_jpegs 0
     key "$J" non_image_files 3
-    has "$J" '"unreferenced_list": "Abyssinian_100.mat Abyssinian_101.mat Abyssinian_102.mat Abyssinian_34.jpg'
+    key "$J" unreferenced_list '"Abyssinian_100.mat, Abyssinian_101.mat, Abyssinian_102.mat, Abyssinian_34.jpg, Abyssinian_82.jpg"'
+    key "$J" non_image_list '"Abyssinian_100.mat, Abyssinian_101.mat, Abyssinian_102.mat"'
     "$P02" --root "$SHARED" --results "$S" --out "$TMP/shared-pets.png" > /dev/null 2> "$TMP/err" || fail "02 failed on $SHARED: $(cat "$TMP/err")"
     key "$S/02-visualization.json" indices '"0 15 30 45 60 75 90 105 120 135 150 165 180 195 210 225 240 255 270 285"'
     key "$S/02-visualization.json" unreadable 0

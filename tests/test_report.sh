@@ -51,6 +51,17 @@ pages=$(pdfinfo "$SCRATCH/report.pdf" | awk '/^Pages:/ {print $2}')
 mean=$(sed -n 's/.*"pixel_mean_r": *\([0-9.]*\).*/\1/p' "$SCRATCH/results/03-preprocessing.json")
 pdftotext -layout "$SCRATCH/report.pdf" - | grep -qE "^ *red +$(printf '%.3f' "$mean") " ||
   fail "the table of chapter 03 lacks red's pixel mean $(printf '%.3f' "$mean")"
+# chapter 01's files by content, chapter 03's measured differences from torchvision (its table)
+pdftotext -layout "$SCRATCH/report.pdf" "$SCRATCH/report-layout.txt"
+grep -qE "^ *PNG named .jpg +1 +Abyssinian_5.jpg" "$SCRATCH/report-layout.txt" ||
+  fail "chapter 01's table of files by content lacks the PNG Abyssinian_5.jpg"
+grep -qE "^ *not an image +3 +Abyssinian_100.mat, Abyssinian_101.mat" "$SCRATCH/report-layout.txt" ||
+  fail "chapter 01's table of files by content lacks the MATLAB files"
+jmax=$(sed -n 's/.*"tv_jpeg_max_abs_diff": *\([0-9.e-]*\).*/\1/p' "$SCRATCH/results/03-preprocessing.json")
+grep -qE "^ *JPEG +12 +$(printf '%.4f' "$jmax") +0\.000[0-9]+ +[1-9] levels" "$SCRATCH/report-layout.txt" ||
+  fail "chapter 03's comparison with torchvision lacks the JPEG row (max $(printf '%.4f' "$jmax"))"
+grep -qE "^ *PNG +1 +0 +0 +0 levels" "$SCRATCH/report-layout.txt" ||
+  fail "chapter 03's comparison with torchvision: the PNG is not exact"
 # no page of chapters 01-03 carries the random-weights mark
 grep -qF "RANDOM BACKBONE" "$SCRATCH/report.txt" && fail "random-weights mark on an ImageNet-free report"
 
