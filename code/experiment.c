@@ -4,6 +4,8 @@
 #include "experiment.h"
 
 #include <errno.h>
+#include <glob.h>
+#include <signal.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -219,6 +221,23 @@ static void load_weights(Experiment *x) {
            a->keep_fc ? ", its fc kept" : ", new 512->37 head");
 }
 
+// A run killed while writing (kill -9, power loss) leaves "<file>.tmp.<pid>" behind: remove
+// those of this experiment whose writer no longer exists.
+static void remove_stale_temporaries(const Experiment *x) {
+    char *pattern = xasprintf("%s/%s.*.tmp.*", x->a.results, x->name);
+    glob_t g;
+    if (glob(pattern, 0, NULL, &g) == 0) {
+        for (size_t i = 0; i < g.gl_pathc; i++) {
+            const char *dot = strrchr(g.gl_pathv[i], '.');
+            long pid = dot ? strtol(dot + 1, NULL, 10) : 0;
+            if (pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH && unlink(g.gl_pathv[i]) == 0)
+                printf("removed %s, left by an interrupted run\n", g.gl_pathv[i]);
+        }
+        globfree(&g);
+    }
+    free(pattern);
+}
+
 void exp_setup(Experiment *x, const ExpArgs *a, const char *chapter, const char *name,
                const char *mode) {
     memset(x, 0, sizeof *x);
@@ -255,6 +274,7 @@ void exp_setup(Experiment *x, const ExpArgs *a, const char *chapter, const char 
     load_weights(x);
     x->val_logits = xcalloc((size_t)x->val.n * PETS_NUM_CLASSES, sizeof(float));
     x->val_seen = xcalloc((size_t)x->val.n, 1);
+    remove_stale_temporaries(x);
 }
 
 void exp_close(Experiment *x) {
@@ -664,7 +684,7 @@ static void write_csv(Experiment *x) {
     fprintf(f, "epoch,train_loss,val_loss,val_acc,lr,seconds\n");
     for (int i = 0; i < x->n_rows; i++) {
         const ExpRow *r = &x->rows[i];
-        fprintf(f, "%d,%.9g,%.9g,%.9g,%.9g,%.3f\n", i + 1, r->train_loss, r->val_loss, r->val_acc,
+        fprintf(f, "%d,%.9g,%.9g,%.9g,%.6g,%.3f\n", i + 1, r->train_loss, r->val_loss, r->val_acc,
                 r->lr, r->seconds);
     }
     if (afile_commit(&af, err, sizeof err)) die("%s", err);
@@ -723,15 +743,22 @@ static void add_param_state(StateDict *sd, const char *prefix, const Param *p, c
 void exp_checkpoint(Experiment *x, const Adam *opt, const Plateau *p, const GradScaler *s) {
     write_csv(x);
     StateDict model = {0}, ck = {0};
-    resnet34_to_state(x->model, &model);
-    for (int i = 0; i < model.n; i++) {
-        const PthTensor *t = &model.t[i];
-        if (!changes(x, t->name)) continue;
-        char *name = xasprintf("model.%s", t->name);
-        sd_add(&ck, name, t->dtype, t->ndim, t->shape, t->data);
-        free(name);
+    if (strcmp(x->mode, "cached-eval-bn") == 0) { // only trainable weights change (the fc)
+        for (int i = 0; i < resnet34_num_params(x->model); i++) {
+            Param *q = resnet34_param(x->model, i);
+            if (changes(x, q->name)) add_param_state(&ck, "model.", q, q->value);
+        }
+    } else { // BatchNorm buffers change too, num_batches_tracked included: the whole state dict
+        resnet34_to_state(x->model, &model);
+        for (int i = 0; i < model.n; i++) {
+            const PthTensor *t = &model.t[i];
+            if (!changes(x, t->name)) continue;
+            char *name = xasprintf("model.%s", t->name);
+            sd_add(&ck, name, t->dtype, t->ndim, t->shape, t->data);
+            free(name);
+        }
+        sd_free(&model);
     }
-    sd_free(&model);
     for (int i = 0; i < resnet34_num_params(x->model); i++) {
         Param *q = resnet34_param(x->model, i);
         if (q->adam_m) add_param_state(&ck, "adam.m.", q, q->adam_m);
@@ -753,7 +780,8 @@ void exp_checkpoint(Experiment *x, const Adam *opt, const Plateau *p, const Grad
     free(cfg);
     char err[1024];
     char *path = out_path(x, ".ckpt");
-    if (pth_save(path, &ck, NULL, err, sizeof err)) die("%s", err);
+    if (pth_save(path, &ck, NULL, err, sizeof err))
+        die("%s (written atomically: the previous checkpoint is left as it was)", err);
     free(path);
     sd_free(&ck);
 }
@@ -910,18 +938,25 @@ static void json_num(FILE *f, int *first, const char *k, double v) {
     *first = 0;
 }
 
+// A float learning rate as the decimal it was meant to be (1e-3f prints as 0.001).
+static double round6(double v) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.6g", v);
+    return strtod(buf, NULL);
+}
+
 void exp_finish(Experiment *x) {
     char err[1024];
-    write_csv(x);
-    write_predictions(x);
-    // the final model: a torchvision state dict with the 37-way fc
+    // the final model first (the largest file, so a full disk shows before the small ones are
+    // replaced): a torchvision state dict with the 37-way fc
     char *model_path = out_path(x, ".pth");
     StateDict sd = {0};
     resnet34_to_state(x->model, &sd);
-    char *archive = xstrdup(x->name);
-    if (pth_save(model_path, &sd, archive, err, sizeof err)) die("%s", err);
-    free(archive);
+    if (pth_save(model_path, &sd, x->name, err, sizeof err))
+        die("%s (written atomically: the previous %s is left as it was)", err, model_path);
     sd_free(&sd);
+    write_predictions(x);
+    write_csv(x);
 
     // summary over the epochs
     const ExpRow *last = &x->rows[x->n_rows - 1];
@@ -974,8 +1009,8 @@ void exp_finish(Experiment *x) {
     json_str(f, &first, "optimizer", "Adam");
     json_str(f, &first, "loss", "CrossEntropyLoss(reduction='sum')");
     json_str(f, &first, "scheduler", "ReduceLROnPlateau(factor=0.1, patience=2) on val loss");
-    json_num(f, &first, "lr_initial", x->a.lr);
-    json_num(f, &first, "lr_final", last->lr);
+    json_num(f, &first, "lr_initial", round6(x->a.lr));
+    json_num(f, &first, "lr_final", round6(last->lr));
     json_num(f, &first, "lr_reductions", reductions);
     json_num(f, &first, "epochs", x->n_rows);
     json_num(f, &first, "resumed_from_epoch", x->resumed_from);

@@ -1,0 +1,31 @@
+# tests/experiments.cmake: chapters 04 (feature extraction) and 05 (fine-tuning).
+# - experiments-unit: SHA-256 against known digests, the cache file format (round trip, stale
+#   keys, truncation).
+# - experiments-resume, experiments-bad-input: on a synthetic dataset (make-fake-pets, with an
+#   undecodable and a missing image): an interrupted run (kill -9) resumed ends with the same
+#   bytes as an uninterrupted one; missing weights, a checkpoint with another number of classes,
+#   a resume with other settings, a damaged checkpoint, a full disk while writing results.
+# - experiments-parity-*: each variant end to end on the real 3-class subset against the
+#   tutorial's PyTorch loop (tests/ref_transfer.py -> tests/fixtures/transfer); skipped (77)
+#   without ../shared.
+add_executable(test-experiments-start tests/test_experiments_start.c)
+target_link_libraries(test-experiments-start PRIVATE nn pth common)
+add_executable(test-experiments-compare tests/test_experiments_compare.c)
+target_link_libraries(test-experiments-compare PRIVATE m)
+add_executable(test-experiments-unit tests/test_experiments_unit.c)
+target_link_libraries(test-experiments-unit PRIVATE experiment)
+
+add_test(NAME experiments-unit COMMAND test-experiments-unit ${CMAKE_CURRENT_BINARY_DIR}/experiments-unit.tmp)
+foreach(t resume bad-input)
+  string(REPLACE "-" "_" script ${t})
+  add_test(NAME experiments-${t}
+           COMMAND sh ${CMAKE_SOURCE_DIR}/tests/test_experiments_${script}.sh ${CMAKE_BINARY_DIR}
+                   ${CMAKE_CURRENT_BINARY_DIR}/experiments-${t}.tmp)
+endforeach()
+foreach(variant cached-eval-bn bn-train fine-tune)
+  add_test(NAME experiments-parity-${variant}
+           COMMAND sh ${CMAKE_SOURCE_DIR}/tests/test_experiments_parity.sh ${CMAKE_BINARY_DIR}
+                   ${CMAKE_CURRENT_BINARY_DIR}/experiments-parity-${variant}.tmp
+                   ${PETS_SHARED_DIR} ${variant})
+  set_tests_properties(experiments-parity-${variant} PROPERTIES SKIP_RETURN_CODE 77)
+endforeach()

@@ -1,0 +1,89 @@
+// tests/test_experiments_compare.c: compares a chapter program's per-epoch CSV with PyTorch's
+// reference numbers (tests/fixtures/transfer/reference.csv, written by tests/ref_transfer.py):
+//   test-experiments-compare REF.csv VARIANT INPUT OURS.csv LOSS_RTOL LOSS_ATOL ACC_IMAGES N_VAL
+// For every epoch in OURS.csv (all of which must exist in the reference), each of train_loss and
+// val_loss must satisfy |ours - ref| <= LOSS_ATOL + LOSS_RTOL * |ref|, val_acc may differ by at
+// most ACC_IMAGES images out of N_VAL, and the learning rate must be the same (relative 1e-6).
+// Prints one line per epoch with both values and the differences; exits 1 on any mismatch.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAXE 1000
+
+typedef struct {
+    double train_loss, val_loss, val_acc, lr;
+    int present;
+} Row;
+
+static void fail_usage(void) {
+    fprintf(stderr, "usage: test-experiments-compare REF.csv VARIANT INPUT OURS.csv LOSS_RTOL "
+                    "LOSS_ATOL ACC_IMAGES N_VAL\n");
+    exit(2);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 9) fail_usage();
+    const char *variant = argv[2], *input = argv[3];
+    double rtol = atof(argv[5]), atol = atof(argv[6]), acc_images = atof(argv[7]);
+    int n_val = atoi(argv[8]);
+    static Row ref[MAXE], ours[MAXE];
+    char line[1024];
+
+    FILE *f = fopen(argv[1], "r");
+    if (!f) fprintf(stderr, "%s: cannot open\n", argv[1]), exit(1);
+    while (fgets(line, sizeof line, f)) {
+        char v[64], in[64];
+        int e;
+        Row r = {0};
+        if (sscanf(line, "%63[^,],%63[^,],%d,%lf,%lf,%lf,%lf", v, in, &e, &r.train_loss,
+                   &r.val_loss, &r.val_acc, &r.lr) != 7)
+            continue; // header
+        if (strcmp(v, variant) || strcmp(in, input) || e < 1 || e >= MAXE) continue;
+        r.present = 1;
+        ref[e] = r;
+    }
+    fclose(f);
+
+    f = fopen(argv[4], "r");
+    if (!f) fprintf(stderr, "%s: cannot open\n", argv[4]), exit(1);
+    int epochs = 0, bad = 0;
+    while (fgets(line, sizeof line, f)) {
+        int e;
+        double secs;
+        Row r = {0};
+        if (sscanf(line, "%d,%lf,%lf,%lf,%lf,%lf", &e, &r.train_loss, &r.val_loss, &r.val_acc,
+                   &r.lr, &secs) != 6)
+            continue;
+        if (e < 1 || e >= MAXE) continue;
+        r.present = 1;
+        ours[e] = r;
+        if (e > epochs) epochs = e;
+    }
+    fclose(f);
+    if (epochs == 0) fprintf(stderr, "%s: no epochs\n", argv[4]), exit(1);
+
+    printf("%s, %s inputs: ours vs PyTorch (losses: atol %g + rtol %g; accuracy: %g of %d images)\n",
+           variant, input, atol, rtol, acc_images, n_val);
+    printf("epoch  train_loss ours / ref (diff)            val_loss ours / ref (diff)              val_acc ours / ref\n");
+    for (int e = 1; e <= epochs; e++) {
+        if (!ours[e].present) printf("%5d  missing in %s\n", e, argv[4]), bad = 1;
+        else if (!ref[e].present) printf("%5d  missing in the reference\n", e), bad = 1;
+        if (!ours[e].present || !ref[e].present) continue;
+        const Row *a = &ours[e], *b = &ref[e];
+        double dt = fabs(a->train_loss - b->train_loss), dv = fabs(a->val_loss - b->val_loss);
+        double dacc = fabs(a->val_acc - b->val_acc) * n_val;
+        int ok_t = dt <= atol + rtol * fabs(b->train_loss);
+        int ok_v = dv <= atol + rtol * fabs(b->val_loss);
+        int ok_a = dacc <= acc_images + 1e-6;
+        int ok_l = fabs(a->lr - b->lr) <= 1e-6 * fabs(b->lr);
+        printf("%5d  %.7f / %.7f (%.2e)%s  %.7f / %.7f (%.2e)%s  %.4f / %.4f (%.0f img)%s%s\n", e,
+               a->train_loss, b->train_loss, dt, ok_t ? "" : " FAIL", a->val_loss, b->val_loss, dv,
+               ok_v ? "" : " FAIL", a->val_acc, b->val_acc, dacc, ok_a ? "" : " FAIL",
+               ok_l ? "" : " LR-MISMATCH");
+        bad |= !(ok_t && ok_v && ok_a && ok_l);
+    }
+    printf("%s\n", bad ? "MISMATCH" : "match");
+    return bad;
+}

@@ -1,0 +1,70 @@
+#!/bin/sh
+# tests/test_experiments_resume.sh: an interrupted training run, resumed with --resume, ends with
+# exactly the numbers and the bytes of an uninterrupted one.
+#   test_experiments_resume.sh BUILD TMP
+# On a synthetic dataset (build/make-fake-pets: 24 training images of which one is a truncated
+# JPEG, 10 validation images of which one is missing), random weights, batches of 8:
+# - 05-fine-tuning: run A does 2 epochs; run B is killed with SIGKILL during its 2nd epoch (as soon
+#   as the first checkpoint appears), then resumed. The CSVs (every column but the seconds), the
+#   validation predictions and the final .pth must be identical, byte for byte.
+# - 04-feature-extraction --bn-train and the cached default: stopped after 1 epoch (--epochs 1),
+#   then resumed with --epochs 2: same comparison against an uninterrupted 2-epoch run.
+set -u
+BUILD=$1
+TMP=$2
+fail() { echo "FAIL: $*"; exit 1; }
+rm -rf "$TMP" && mkdir -p "$TMP" || fail "cannot create $TMP"
+"$BUILD/make-fake-pets" "$TMP/fake" > /dev/null || fail "make-fake-pets failed"
+COMMON="--root $TMP/fake --weights random --seed 5 --batch-size 8 --device cpu"
+
+same_run() { # NAME DIR_A DIR_B: identical results apart from the timings
+    for d in "$2" "$3"; do cut -d, -f1-5 "$d/$1.csv" > "$d/$1.csv.cut"; done
+    cmp -s "$2/$1.csv.cut" "$3/$1.csv.cut" || { diff "$2/$1.csv.cut" "$3/$1.csv.cut"; fail "$1: per-epoch numbers differ after resuming"; }
+    cmp -s "$2/$1.predictions.csv" "$3/$1.predictions.csv" || fail "$1: predictions differ after resuming"
+    cmp -s "$2/$1.pth" "$3/$1.pth" || fail "$1: final weights differ after resuming"
+    ls "$3"/*.tmp.* > /dev/null 2>&1 && fail "$1: temporary files left behind"
+    echo "ok: $1 resumed = uninterrupted (csv, predictions, weights)"
+}
+
+# --- 05: kill -9 in the middle of epoch 2
+# shellcheck disable=SC2086
+"$BUILD/05-fine-tuning" $COMMON --epochs 2 --results "$TMP/a" > "$TMP/a.out" 2>&1 ||
+    fail "05 run A failed: $(tail -5 "$TMP/a.out")"
+grep -q '"train_failed": 1' "$TMP/a/05-fine-tuning.json" || fail "the truncated JPEG should be counted"
+grep -q '"val_failed": 1' "$TMP/a/05-fine-tuning.json" || fail "the missing image should be counted"
+# shellcheck disable=SC2086
+"$BUILD/05-fine-tuning" $COMMON --epochs 2 --results "$TMP/b" > "$TMP/b.out" 2>&1 &
+PID=$!
+i=0
+while [ ! -f "$TMP/b/05-fine-tuning.ckpt" ]; do
+    kill -0 $PID 2> /dev/null || fail "05 run B ended before its first checkpoint: $(tail -5 "$TMP/b.out")"
+    i=$((i + 1)); [ $i -lt 6000 ] || { kill -9 $PID; fail "no checkpoint after 10 minutes"; }
+    sleep 0.1
+done
+kill -9 $PID
+wait $PID 2> /dev/null
+[ -f "$TMP/b/05-fine-tuning.json" ] && fail "run B finished before it could be interrupted"
+grep -c '^Epoch: ' "$TMP/b.out" | grep -qx 1 || fail "run B should have been killed in epoch 2"
+# shellcheck disable=SC2086
+"$BUILD/05-fine-tuning" $COMMON --epochs 2 --resume --results "$TMP/b" > "$TMP/b2.out" 2>&1 ||
+    fail "05 --resume failed: $(tail -5 "$TMP/b2.out")"
+grep -q 'continuing .* after epoch 1 of 2' "$TMP/b2.out" || fail "05 --resume did not continue after epoch 1"
+grep -q '"resumed_from_epoch": 1' "$TMP/b/05-fine-tuning.json" || fail "json resumed_from_epoch"
+same_run 05-fine-tuning "$TMP/a" "$TMP/b"
+
+# --- 04, both variants: stop after epoch 1, extend to 2
+for variant in "" "--bn-train"; do
+    name=04-feature-extraction${variant:+-bn-train}
+    # shellcheck disable=SC2086
+    "$BUILD/04-feature-extraction" $COMMON $variant --epochs 2 --results "$TMP/c" > "$TMP/c.out" 2>&1 ||
+        fail "$name run failed: $(tail -5 "$TMP/c.out")"
+    # shellcheck disable=SC2086
+    "$BUILD/04-feature-extraction" $COMMON $variant --epochs 1 --results "$TMP/d" > "$TMP/d.out" 2>&1 ||
+        fail "$name 1 epoch failed: $(tail -5 "$TMP/d.out")"
+    # shellcheck disable=SC2086
+    "$BUILD/04-feature-extraction" $COMMON $variant --epochs 2 --resume --results "$TMP/d" > "$TMP/d2.out" 2>&1 ||
+        fail "$name --resume failed: $(tail -5 "$TMP/d2.out")"
+    grep -q 'continuing .* after epoch 1 of 2' "$TMP/d2.out" || fail "$name --resume did not continue"
+    same_run "$name" "$TMP/c" "$TMP/d"
+done
+echo PASS

@@ -1,0 +1,102 @@
+// tests/test_experiments_unit.c: unit tests of the training chapters' helpers.
+//   test-experiments-unit TMPDIR
+// - SHA-256 (code/sha256.c) against FIPS 180-4's example digests and a million 'a's, fed in
+//   pieces of every size from 1 to 130 bytes (block boundaries);
+// - the cache file format (code/experiment.c): a written cache opens again with its data; a
+//   different key, label, item count or a truncated file is refused (so the cache is rebuilt).
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "experiment.h"
+#include "sha256.h"
+
+static int failures = 0;
+#define CHECK(cond, ...)                                                                         \
+    do {                                                                                         \
+        if (!(cond)) {                                                                           \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                          \
+            printf(__VA_ARGS__);                                                                 \
+            printf("\n");                                                                        \
+            failures++;                                                                          \
+        }                                                                                        \
+    } while (0)
+
+static void hex_of(const void *data, size_t n, size_t piece, char hex[65]) {
+    Sha256 s;
+    sha256_init(&s);
+    const uint8_t *p = data;
+    for (size_t off = 0; off < n; off += piece) sha256_update(&s, p + off, n - off < piece ? n - off : piece);
+    sha256_final_hex(&s, hex);
+}
+
+static void test_sha256(void) {
+    char hex[65];
+    hex_of("", 0, 1, hex);
+    CHECK(!strcmp(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"), "empty: %s", hex);
+    hex_of("abc", 3, 3, hex);
+    CHECK(!strcmp(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"), "abc: %s", hex);
+    const char *m2 = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    for (size_t piece = 1; piece <= 130; piece++) {
+        hex_of(m2, strlen(m2), piece, hex);
+        CHECK(!strcmp(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"),
+              "two-block message in pieces of %zu: %s", piece, hex);
+    }
+    size_t n = 1000000;
+    char *a = xmalloc(n);
+    memset(a, 'a', n);
+    hex_of(a, n, 4097, hex);
+    CHECK(!strcmp(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"), "1M a: %s", hex);
+    free(a);
+}
+
+static void test_cache(const char *dir) {
+    PetSplit ds = {0};
+    ds.n = 5;
+    PetItem items[5];
+    for (int i = 0; i < 5; i++) items[i].label = i * 3, items[i].name = items[i].path = "x";
+    ds.items = items;
+    const size_t sb = 12;
+    uint8_t data[5 * 12], ok[5] = {1, 1, 0, 1, 1};
+    for (size_t i = 0; i < sizeof data; i++) data[i] = (uint8_t)(i * 7);
+    const char *key = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    const char *key2 = "1123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    char *path = xasprintf("%s/cache.f32", dir);
+    char err[512];
+    CHECK(cache_write(path, CACHE_KIND_FEATURES, key, &ds, ok, sb, data, err, sizeof err) == 0, "write: %s", err);
+    Cache c;
+    CHECK(cache_open(&c, path, CACHE_KIND_FEATURES, key, &ds, sb) == 0, "open");
+    if (c.map) {
+        CHECK(c.n == 5 && memcmp(c.data, data, sizeof data) == 0, "data round trip");
+        CHECK(memcmp(c.ok, ok, 5) == 0, "ok flags round trip");
+        CHECK(c.label[4] == 12, "labels");
+        cache_close(&c);
+    }
+    CHECK(cache_open(&c, path, CACHE_KIND_FEATURES, key2, &ds, sb) != 0, "another key must be refused");
+    CHECK(cache_open(&c, path, CACHE_KIND_CROPS, key, &ds, sb) != 0, "another kind must be refused");
+    items[2].label = 1;
+    CHECK(cache_open(&c, path, CACHE_KIND_FEATURES, key, &ds, sb) != 0, "changed labels must be refused");
+    items[2].label = 6;
+    ds.n = 4;
+    CHECK(cache_open(&c, path, CACHE_KIND_FEATURES, key, &ds, sb) != 0, "another count must be refused");
+    ds.n = 5;
+    size_t size = 0;
+    uint8_t *buf = read_file(path, &size, 0, err, sizeof err);
+    CHECK(buf != NULL, "read back");
+    if (buf) {
+        CHECK(write_file_atomic(path, buf, size - 1, err, sizeof err) == 0, "truncate");
+        CHECK(cache_open(&c, path, CACHE_KIND_FEATURES, key, &ds, sb) != 0, "a truncated cache must be refused");
+        free(buf);
+    }
+    free(path);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) die("usage: test-experiments-unit TMPDIR");
+    if (mkdir_p(argv[1])) die("%s: cannot create", argv[1]);
+    test_sha256();
+    test_cache(argv[1]);
+    printf("%s\n", failures ? "FAILED" : "PASS");
+    return failures ? 1 : 0;
+}
