@@ -35,7 +35,15 @@ build: deps
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
+# With the default dataset location, a first `make report` fetches the dataset and the weights
+# (`make data`); later runs, or PETS_ROOT=DIR, go straight to the report.
 report: build
+	@if [ "$(PETS_ROOT)" = data/oxford-iiit-pet ] && { [ ! -f data/oxford-iiit-pet/images/.extracted ] || \
+	    [ ! -f data/oxford-iiit-pet/annotations/.extracted ] || \
+	    { [ "$(WEIGHTS)" != random ] && [ ! -f data/weights/resnet34-b627a593.pth ]; }; }; then \
+	  echo "no dataset or weights under data/ yet: running \`make data\` first"; \
+	  $(MAKE) -f data/Makefile || exit 1; \
+	fi
 	$(MAKE) -f Makefile.doc BUILD=$(BUILD) PETS_ROOT=$(PETS_ROOT)
 
 bench: build
