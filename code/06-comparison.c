@@ -39,7 +39,7 @@ static const struct {
     const char *id, *name, *title;
 } RUNS[] = {
     {"extract", "04-feature-extraction", "feature extraction"},
-    {"bntrain", "04-feature-extraction-bn-train", "feature extraction, BN in train mode"},
+    {"bntrain", "04-feature-extraction-bn-train", "feature extraction (BN in train mode)"},
     {"finetune", "05-fine-tuning", "fine-tuning"},
 };
 #define NRUNS 3
@@ -254,6 +254,10 @@ int main(int argc, char **argv) {
         read_epochs(csv, &run[r]);
         read_predictions(pred, &run[r]);
         run[r].present = 1;
+        for (int q = 0; q < r; q++)
+            if (run[q].present && run[q].n_pr != run[r].n_pr)
+                warn("%s and %s were validated on different images (%d and %d): compare with care",
+                     RUNS[q].name, RUNS[r].name, run[q].n_pr, run[r].n_pr);
         n_present++;
         free(json), free(csv), free(pred);
     }
@@ -330,6 +334,10 @@ int main(int argc, char **argv) {
             warn("%s/%s: the predictions give accuracy %.4f but the last epoch of the CSV says %.4f: "
                  "files of different runs? Rerun the chapter program", results_dir, RUNS[r].name,
                  pred_acc, last->val_acc);
+        // the CSV keeps milliseconds; the JSON has the exact sum (an epoch on cached features of a
+        // small set can take less than a millisecond)
+        const JsonEntry *exact = flatjson_get(&R->json, "seconds_epochs");
+        if (exact && !exact->is_string) seconds = exact->num;
         double total = jnum(R, results_dir, RUNS[r].name, "seconds_total");
         int weights_pretrained = (int)jnum(R, results_dir, RUNS[r].name, "weights_pretrained");
         pretrained &= weights_pretrained == 1;

@@ -20,11 +20,14 @@ set xrange [0.5:STATS_max + 0.5]
 
 set output ARG2."/06-val-acc.pdf"
 set ylabel "validation accuracy"
-set yrange [*:*]
+# a flat line (a run that learnt nothing) gets a range around it instead of a gnuplot warning
+stats data using 4 nooutput
+if (STATS_max - STATS_min < 1e-3) { set yrange [STATS_min - 0.05:STATS_max + 0.05] }
 plot for [i=0:*] data index i using 1:4 with linespoints pointtype 7 pointsize 0.5 title columnheader(1)
 
 set output ARG2."/06-val-loss.pdf"
 set ylabel "validation loss (per image)"
+set autoscale y
 set key top right
 plot for [i=0:*] data index i using 1:3 with linespoints pointtype 7 pointsize 0.5 title columnheader(1)
 
@@ -42,4 +45,6 @@ set output ARG2."/06-seconds.pdf"
 set ylabel "seconds per epoch (log scale)"
 set format y "%g"
 set key top right
-plot for [i=0:*] data index i using 1:6 with linespoints pointtype 7 pointsize 0.5 title columnheader(1)
+# the log keeps milliseconds: an epoch on cached features of a small set may read 0; drawn at 1 ms
+plot for [i=0:*] data index i using 1:($6 < 0.001 ? 0.001 : $6) with linespoints pointtype 7 \
+  pointsize 0.5 title columnheader(1)

@@ -18,6 +18,9 @@ set key top right
 plot ARG1 using 1:2 with linespoints pointtype 7 pointsize 0.4 title "training", \
      ARG1 using 1:3 with linespoints pointtype 7 pointsize 0.4 title "validation"
 set ylabel "validation accuracy"
+# a flat line (a run that learnt nothing) gets a range around it instead of a gnuplot warning
+stats ARG1 using 4 nooutput
+if (STATS_max - STATS_min < 1e-3) { set yrange [STATS_min - 0.05:STATS_max + 0.05] }
 set key bottom right
 plot ARG1 using 1:4 with linespoints pointtype 7 pointsize 0.4 linecolor 2 notitle
 unset multiplot

@@ -25,7 +25,10 @@ cd "$SRC"
 fail() { echo "FAIL: $*"; exit 1; }
 
 OUT="RESULTS=$SCRATCH/results FIGURES=$SCRATCH/figures REPORT=$SCRATCH/report.pdf DOCBUILD=$SCRATCH/doc"
-doc() { make --no-print-directory -f Makefile.doc BUILD="$BUILD" PETS_ROOT="$SHARED" $OUT "$@"; }
+# chapters 04-06 with a random backbone (no ImageNet weights here), 2 epochs on 32 images per split
+TRAIN="WEIGHTS=random EPOCHS04=2 EPOCHS05=2"
+doc() { make --no-print-directory -f Makefile.doc BUILD="$BUILD" PETS_ROOT="$SHARED" $OUT $TRAIN \
+          "TRAIN_ARGS=--limit 32" "$@"; }
 
 # --- 1. the report of chapters 01-03
 doc >"$SCRATCH/make.log" 2>&1 || { cat "$SCRATCH/make.log"; fail "make -f Makefile.doc failed"; }
@@ -62,8 +65,29 @@ grep -qE "^ *JPEG +12 +$(printf '%.4f' "$jmax") +0\.000[0-9]+ +[1-9] levels" "$S
   fail "chapter 03's comparison with torchvision lacks the JPEG row (max $(printf '%.4f' "$jmax"))"
 grep -qE "^ *PNG +1 +0 +0 +0 levels" "$SCRATCH/report-layout.txt" ||
   fail "chapter 03's comparison with torchvision: the PNG is not exact"
-# no page of chapters 01-03 carries the random-weights mark
-grep -qF "RANDOM BACKBONE" "$SCRATCH/report.txt" && fail "random-weights mark on an ImageNet-free report"
+# chapters 04-06: their results and figures; every one of their pages carries the random-weights
+# mark (they ran with WEIGHTS=random), no page of chapters 01-03 does
+for f in 04-feature-extraction.json 04-feature-extraction-bn-train.json 05-fine-tuning.json \
+         06-comparison.json 06-comparison.csv; do
+  [ -s "$SCRATCH/results/$f" ] || fail "results/$f not written"
+done
+for f in 04-training.pdf 05-training.pdf 06-val-acc.pdf 06-lr.pdf 06-confusion-finetune.pdf \
+         06-per-class.pdf 06-most-wrong-extract.png; do
+  [ -s "$SCRATCH/figures/$f" ] || fail "figures/$f not written"
+done
+has "Feature extraction against fine-tuning"
+in_random=0
+p=1
+while [ $p -le "$pages" ]; do
+  text=$(pdftotext -f $p -l $p "$SCRATCH/report.pdf" - | tr -s ' \n' '  ')
+  case "$text" in *"Not the ImageNet backbone."*) in_random=1 ;; esac
+  case "$text" in
+    *"RANDOM BACKBONE WEIGHTS, NOT IMAGENET"*) [ $in_random = 1 ] || fail "page $p (chapters 01-03) carries the random-weights mark" ;;
+    *) [ $in_random = 0 ] || fail "page $p (chapters 04-06, random weights) lacks the warning header" ;;
+  esac
+  p=$((p + 1))
+done
+[ $in_random = 1 ] || fail "no chapter says that its backbone is random"
 
 # --- 2. dependencies: nothing to do, then only what a newer results file affects
 doc -q || fail "a second run would redo something (make -q says out of date)"
@@ -74,6 +98,15 @@ grep -q "docgen .*03-preprocessing.md" "$SCRATCH/plan.txt" || fail "chapter 03 t
 grep -q "^pandoc " "$SCRATCH/plan.txt" || fail "PDF not redone"
 grep -q "docgen .*0[012]-[a-z-]*.md" "$SCRATCH/plan.txt" && fail "other chapters redone: $(cat "$SCRATCH/plan.txt")"
 grep -q "$BUILD/0[123]-" "$SCRATCH/plan.txt" && fail "a chapter program reruns: $(cat "$SCRATCH/plan.txt")"
+doc >/dev/null 2>&1 || fail "rerun failed"
+doc -q || fail "not up to date after the rerun"
+# a newer log of chapter 05 redoes its figure and the comparison (06), but trains nothing
+sleep 1
+touch "$SCRATCH/results/05-fine-tuning.csv"
+doc -n >"$SCRATCH/plan.txt" 2>&1
+grep -q "06-comparison --results" "$SCRATCH/plan.txt" || fail "06 not redone: $(cat "$SCRATCH/plan.txt")"
+grep -q "training-curves.gp .*05-fine-tuning.csv" "$SCRATCH/plan.txt" || fail "05's figure not redone"
+grep -qE "$BUILD/0[45]-" "$SCRATCH/plan.txt" && fail "a training program reruns: $(cat "$SCRATCH/plan.txt")"
 doc >/dev/null 2>&1 || fail "rerun failed"
 doc -q || fail "not up to date after the rerun"
 
