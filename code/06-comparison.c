@@ -27,6 +27,7 @@
 #include "docgen.h"
 #include "figure.h"
 #include "results.h"
+#include "runfiles.h"
 
 #define K PETS_NUM_CLASSES
 #define WRONG_COLS 4 // the most-confidently-wrong grid: 4 x 3 panels
@@ -44,30 +45,19 @@ static const struct {
 };
 #define NRUNS 3
 
-typedef struct { double epoch, train_loss, val_loss, val_acc, lr, seconds; } Epoch;
-typedef struct { int index, label, pred; double prob_pred; char name[128]; } Pred;
-
 typedef struct {
     int present;
     FlatJson json;
-    Epoch *ep;             // (n_ep) the CSV's rows
+    RunEpoch *ep;          // (n_ep) the CSV's rows
     int n_ep;
-    Pred *pr;              // (n_pr) the predictions file's rows
+    RunPred *pr;           // (n_pr) the predictions file's rows
     int n_pr;
     int conf[K][K];        // [true][predicted] counts
     int per_class[K][2];   // [class] {correct, images}
     double final_acc, seconds_per_epoch, seconds_total;
 } Run;
 
-static char class_name[K][96]; // from the predictions files ("" = never seen)
-
-// Keeps the first name seen for a class, without the characters a CSV or gnuplot would trip on.
-static void set_name(int c, const char *name) {
-    if (class_name[c][0]) return;
-    snprintf(class_name[c], sizeof class_name[0], "%s", name);
-    for (char *q = class_name[c]; *q; q++)
-        if (*q == ',' || *q == '"' || *q == '\\' || (unsigned char)*q < 0x20) *q = ' ';
-}
+static char class_name[K][RUN_NAME_MAX]; // from the predictions files ("" = never seen)
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -80,92 +70,6 @@ static void usage(FILE *f) {
             "  --figures DIR   where 06-most-wrong-<run>.png is written (default figures)\n"
             "  --font FILE     TrueType font for the titles (default %s)\n",
             FIGURE_FONT_DEFAULT);
-}
-
-// Splits a CSV line in place at commas; returns the number of fields (at most max).
-static int split_csv(char *line, char **field, int max) {
-    int n = 0;
-    line[strcspn(line, "\r\n")] = 0;
-    for (char *p = line; n < max;) {
-        field[n++] = p;
-        if (!(p = strchr(p, ','))) break;
-        *p++ = 0;
-    }
-    return n;
-}
-
-static int parse_num(const char *s, double *v) {
-    char *end;
-    *v = strtod(s, &end);
-    return end != s && *end == 0 && isfinite(*v);
-}
-
-// region: read-epochs
-// <name>.csv: the header epoch,train_loss,val_loss,val_acc,lr,seconds and one line per epoch.
-static void read_epochs(const char *path, Run *r) {
-    FILE *f = fopen(path, "r");
-    if (!f) die("%s: cannot open (%m); rerun the chapter program that writes it", path);
-    char line[4096], *fld[8] = {0};
-    int lineno = 0, cap = 0;
-    while (fgets(line, sizeof line, f)) {
-        lineno++;
-        int n = split_csv(line, fld, 8);
-        if (lineno == 1) {
-            if (strcmp(line, "epoch") || n != 6 || strcmp(fld[3], "val_acc") || strcmp(fld[5], "seconds"))
-                die("%s:1: expected the header epoch,train_loss,val_loss,val_acc,lr,seconds", path);
-            continue;
-        }
-        double v[6];
-        int ok = n == 6;
-        for (int i = 0; ok && i < 6; i++) ok = parse_num(fld[i], &v[i]);
-        if (!ok || v[0] != r->n_ep + 1)
-            die("%s:%d: expected epoch %d and 5 numbers separated by commas", path, lineno,
-                r->n_ep + 1);
-        if (r->n_ep == cap) r->ep = xrealloc(r->ep, (cap = 2 * cap + 16) * sizeof(Epoch));
-        r->ep[r->n_ep++] = (Epoch){v[0], v[1], v[2], v[3], v[4], v[5]};
-    }
-    fclose(f);
-    if (r->n_ep == 0) die("%s: no epochs; rerun the chapter program that writes it", path);
-}
-// endregion
-
-// <name>.predictions.csv: index,name,label,pred,prob_pred,prob_label[,label_name,pred_name].
-static void read_predictions(const char *path, Run *r) {
-    FILE *f = fopen(path, "r");
-    if (!f) die("%s: cannot open (%m); rerun the chapter program that writes it", path);
-    char line[4096], *fld[10] = {0};
-    int lineno = 0, cap = 0, names = 0;
-    while (fgets(line, sizeof line, f)) {
-        lineno++;
-        int n = split_csv(line, fld, 10);
-        if (lineno == 1) {
-            if (n < 6 || strcmp(fld[0], "index") || strcmp(fld[2], "label") || strcmp(fld[4], "prob_pred"))
-                die("%s:1: expected the header index,name,label,pred,prob_pred,prob_label", path);
-            names = n >= 8 && !strcmp(fld[6], "label_name") && !strcmp(fld[7], "pred_name");
-            continue;
-        }
-        double v[6];
-        int ok = n == (names ? 8 : 6) && strlen(fld[1]) < sizeof r->pr->name;
-        for (int i = 0; ok && i < 6; i++) ok = i == 1 || parse_num(fld[i], &v[i]);
-        ok = ok && v[2] >= 0 && v[2] < K && v[3] >= 0 && v[3] < K && v[2] == (int)v[2] &&
-             v[3] == (int)v[3] && v[4] >= 0 && v[4] <= 1;
-        if (!ok) die("%s:%d: expected index,name,label,pred,prob_pred,prob_label%s (labels 0..%d, "
-                     "probabilities in [0, 1])", path, lineno, names ? ",label_name,pred_name" : "", K - 1);
-        if (r->n_pr == cap) r->pr = xrealloc(r->pr, (cap = 2 * cap + 64) * sizeof(Pred));
-        Pred *p = &r->pr[r->n_pr++];
-        *p = (Pred){(int)v[0], (int)v[2], (int)v[3], v[4], ""};
-        strcpy(p->name, fld[1]);
-        if (names) { // the breed names as the chapter program knew them
-            set_name(p->label, fld[6]);
-            set_name(p->pred, fld[7]);
-        } else if (!class_name[p->label][0]) {
-            char breed[96];
-            pets_class_name_from_image(p->name, breed, sizeof breed);
-            set_name(p->label, breed);
-        }
-    }
-    fclose(f);
-    if (r->n_pr == 0) die("%s: no predictions; rerun the chapter program that writes it", path);
 }
 
 static double jnum(const Run *r, const char *dir, const char *name, const char *key) {
@@ -181,7 +85,7 @@ static const char *jstr(const Run *r, const char *key) {
 
 // Sorts wrong predictions first by decreasing confidence.
 static int by_confidence(const void *a, const void *b) {
-    const Pred *p = a, *q = b;
+    const RunPred *p = a, *q = b;
     int wp = p->pred != p->label, wq = q->pred != q->label;
     if (wp != wq) return wq - wp;
     return (q->prob_pred > p->prob_pred) - (q->prob_pred < p->prob_pred);
@@ -189,7 +93,7 @@ static int by_confidence(const void *a, const void *b) {
 
 // The grid of the most confidently wrong validation images of one run.
 static int draw_most_wrong(Run *r, const char *root, const Font *font, const char *path) {
-    qsort(r->pr, r->n_pr, sizeof(Pred), by_confidence);
+    qsort(r->pr, r->n_pr, sizeof(RunPred), by_confidence);
     int shown = 0; // the mistakes come first
     while (shown < WRONG_COLS * WRONG_ROWS && shown < r->n_pr && r->pr[shown].pred != r->pr[shown].label)
         shown++;
@@ -197,7 +101,7 @@ static int draw_most_wrong(Run *r, const char *root, const Font *font, const cha
     canvas_new(&fig, WRONG_COLS * PANEL_W, shown ? (shown + WRONG_COLS - 1) / WRONG_COLS * PANEL_H : 60,
                255, 255, 255);
     for (int p = 0; p < shown; p++) {
-        const Pred *w = &r->pr[p];
+        const RunPred *w = &r->pr[p];
         int x = (p % WRONG_COLS) * PANEL_W, y = (p / WRONG_COLS) * PANEL_H;
         char *file = xasprintf("%s/images/%s.jpg", root, w->name), err[1024];
         Image img;
@@ -251,8 +155,9 @@ int main(int argc, char **argv) {
         if (flatjson_load(json, &run[r].json, err, sizeof err)) die("%s", err);
         char *csv = xasprintf("%s/%s.csv", results_dir, RUNS[r].name);
         char *pred = xasprintf("%s/%s.predictions.csv", results_dir, RUNS[r].name);
-        read_epochs(csv, &run[r]);
-        read_predictions(pred, &run[r]);
+        if (run_read_epochs(csv, &run[r].ep, &run[r].n_ep, err, sizeof err) ||
+            run_read_predictions(pred, &run[r].pr, &run[r].n_pr, class_name, err, sizeof err))
+            die("%s", err);
         run[r].present = 1;
         for (int q = 0; q < r; q++)
             if (run[q].present && run[q].n_pr != run[r].n_pr)
@@ -272,7 +177,7 @@ int main(int argc, char **argv) {
     int used[K] = {0}; // classes that occur as a label or a prediction in some run
     for (int r = 0; r < NRUNS; r++)
         for (int i = 0; run[r].present && i < run[r].n_pr; i++) {
-            const Pred *p = &run[r].pr[i];
+            const RunPred *p = &run[r].pr[i];
             run[r].conf[p->label][p->pred]++;
             run[r].per_class[p->label][0] += p->pred == p->label;
             run[r].per_class[p->label][1]++;
@@ -311,7 +216,7 @@ int main(int argc, char **argv) {
         Run *R = &run[r];
 
         // region: summary
-        const Epoch *last = &R->ep[R->n_ep - 1];
+        const RunEpoch *last = &R->ep[R->n_ep - 1];
         int best = 0, reductions = 0, classes = 0, worst = -1, correct = 0;
         double seconds = 0, class_acc_sum = 0;
         for (int e = 0; e < R->n_ep; e++) {
