@@ -562,6 +562,20 @@ static double cross_entropy_forward_backward(Backend *be, const Tensor *logits, 
 // ----------------------------------------------------------------------------
 // Adam (torch.optim.Adam's single-tensor update, weight_decay 0, amsgrad off)
 
+// PyTorch's hyper-parameters are Python floats (doubles: lr 1e-3, betas 0.9 and 0.999) and the
+// table passes them as float. The double PyTorch used is the shortest decimal that rounds to the
+// same float; 1 - beta2 must come from it (float(1 - 0.999) = 0.001, while 1 - (double)0.999f is
+// 0.00099998713, which makes exp_avg_sq 1.3e-5 too small).
+static double python_double(float f) {
+    char buf[32];
+    for (int digits = 1; digits <= 9; digits++) {
+        snprintf(buf, sizeof(buf), "%.*g", digits, (double)f);
+        double d = strtod(buf, NULL);
+        if ((float)d == f) return d;
+    }
+    return (double)f;
+}
+
 static void adam_update(Backend *be, Tensor *param, const Tensor *grad, Tensor *m, Tensor *v,
                         float lr, float beta1, float beta2, float eps, long step,
                         float inv_grad_scale) {
@@ -569,11 +583,16 @@ static void adam_update(Backend *be, Tensor *param, const Tensor *grad, Tensor *
     check_same_shape("adam_update grad", param, grad);
     check_same_shape("adam_update m", param, m);
     check_same_shape("adam_update v", param, v);
-    // Scalars as PyTorch computes them (in double, used as float by the element kernels).
-    const double bc1 = 1.0 - pow((double)beta1, (double)step);
-    const double bc2 = 1.0 - pow((double)beta2, (double)step);
-    const float step_size = (float)((double)lr / bc1), bc2_sqrt = (float)sqrt(bc2);
-    const float one_m_b1 = (float)(1.0 - (double)beta1), one_m_b2 = (float)(1.0 - (double)beta2);
+    // The scalars as torch/optim/adam.py computes them, in double, then used as float by the
+    // element-wise kernels:
+    //   exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+    //   exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    //   denom = (exp_avg_sq.sqrt() / sqrt(1 - beta2**step)).add_(eps)
+    //   param.addcdiv_(exp_avg, denom, value=-lr / (1 - beta1**step))
+    const double b1 = python_double(beta1), b2 = python_double(beta2);
+    const double bc1 = 1.0 - pow(b1, (double)step), bc2 = 1.0 - pow(b2, (double)step);
+    const float neg_step_size = (float)(-python_double(lr) / bc1), bc2_sqrt = (float)sqrt(bc2);
+    const float one_m_b1 = (float)(1.0 - b1), one_m_b2 = (float)(1.0 - b2);
     float *P = F(param), *Mm = F(m), *V = F(v);
     const float *G = CF(grad);
 #pragma omp parallel for schedule(static)
@@ -582,7 +601,7 @@ static void adam_update(Backend *be, Tensor *param, const Tensor *grad, Tensor *
         Mm[i] = Mm[i] * beta1 + one_m_b1 * g;
         V[i] = V[i] * beta2 + one_m_b2 * g * g;
         float denom = sqrtf(V[i]) / bc2_sqrt + eps;
-        P[i] = P[i] - step_size * (Mm[i] / denom);
+        P[i] = P[i] + neg_step_size * Mm[i] / denom;
     }
 }
 
