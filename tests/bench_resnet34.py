@@ -6,6 +6,9 @@
 #   train: model.train(), CrossEntropyLoss(reduction='sum'), backward, torch.optim.Adam step.
 # Prints pytorch_resnet34_<eval|train>_img_per_s=, _gflop_per_s= and _peak_rss_mib= lines.
 #   /usr/bin/python3 tests/bench_resnet34.py [--batch 32] [--iters 5] [--threads N] [--size 224]
+# On a GPU (tests/gpu/device-check.sh): --device cuda --precision fp16 uses the tutorial's
+# autocast + GradScaler, and --channels-last the NHWC memory format; peak memory is then the
+# GPU's (torch.cuda.max_memory_allocated).
 import argparse
 import os
 import resource
@@ -20,34 +23,49 @@ def run_phase(args):
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = torchvision.models.resnet34(num_classes=args.classes)
-    x = torch.randn(args.batch, 3, args.size, args.size)
-    y = torch.randint(0, args.classes, (args.batch,))
+    cuda = args.device == "cuda"
+    dev = torch.device("cuda" if cuda else "cpu")
+    amp = cuda and args.precision == "fp16"
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    model = torchvision.models.resnet34(num_classes=args.classes).to(dev, memory_format=fmt)
+    x = torch.randn(args.batch, 3, args.size, args.size, device=dev).to(memory_format=fmt)
+    y = torch.randint(0, args.classes, (args.batch,), device=dev)
     if args.phase == "eval":
         model.eval()
 
         def step():
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast("cuda", enabled=amp):
                 model(x)
     else:
         model.train()
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
         loss_fn = torch.nn.CrossEntropyLoss(reduction="sum")
+        scaler = torch.cuda.amp.GradScaler(enabled=amp)
 
         def step():
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            opt.step()
+            with torch.autocast("cuda", enabled=amp):
+                loss = loss_fn(model(x), y)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
 
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     for _ in range(args.warmup):
         step()
+    sync()
     t0 = time.perf_counter()
     for _ in range(args.iters):
         step()
+    sync()
     dt = time.perf_counter() - t0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-    print("%.6f %.3f" % (args.batch * args.iters / dt, rss))
+    if cuda:
+        mem = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    print("%.6f %.3f" % (args.batch * args.iters / dt, mem))
 
 
 def resnet34_macs(size, classes):
@@ -81,19 +99,26 @@ def main():
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--classes", type=int, default=1000)
     ap.add_argument("--only", choices=("eval", "train"))
+    ap.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    ap.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--phase", choices=("eval", "train"), help=argparse.SUPPRESS)  # child
-    # options only build/bench-resnet34 knows (--device, --precision, --no-peak) are ignored here
+    # options only build/bench-resnet34 knows (--no-peak, ...) are ignored here
     args, _ = ap.parse_known_args()
     if args.phase:
         run_phase(args)
         return
 
     import torch
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     macs, first = resnet34_macs(args.size, args.classes)
     flops = {"eval": 2 * macs, "train": 2 * (3 * macs - first)}
     print("# pytorch %s: batch %d, %dx%d, %d classes, %d timed iterations after %d warm-up, "
-          "%d threads" % (torch.__version__, args.batch, args.size, args.size, args.classes,
-                          args.iters, args.warmup, args.threads))
+          "%d threads, %s %s%s" % (torch.__version__, args.batch, args.size, args.size, args.classes,
+                                   args.iters, args.warmup, args.threads, args.device,
+                                   "amp" if args.precision == "fp16" else "fp32",
+                                   ", channels_last" if args.channels_last else ""))
     sys.stdout.flush()
     failed = 0
     for phase in ("eval", "train"):
@@ -101,7 +126,9 @@ def main():
             continue
         cmd = [sys.executable, os.path.abspath(__file__), "--phase", phase] + [
             "--%s=%s" % (k, getattr(args, k)) for k in ("batch", "iters", "warmup", "threads",
-                                                         "size", "classes")]
+                                                         "size", "classes", "device", "precision")]
+        if args.channels_last:
+            cmd.append("--channels-last")
         r = subprocess.run(cmd, stdout=subprocess.PIPE, universal_newlines=True)
         if r.returncode != 0:
             print("error: PyTorch %s measurement failed" % phase, file=sys.stderr)
@@ -110,7 +137,7 @@ def main():
         img_s, rss = map(float, r.stdout.split()[-2:])
         print("pytorch_resnet34_%s_img_per_s=%.2f" % (phase, img_s))
         print("pytorch_resnet34_%s_gflop_per_s=%.1f" % (phase, img_s * flops[phase] / 1e9))
-        print("pytorch_resnet34_%s_peak_rss_mib=%.0f" % (phase, rss))
+        print("pytorch_resnet34_%s_peak_%s_mib=%.0f" % (phase, "gpu" if args.device == "cuda" else "rss", rss))
         sys.stdout.flush()
     sys.exit(failed)
 
