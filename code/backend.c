@@ -34,7 +34,10 @@ Backend *backend_open(const char *device, Precision precision, int quiet, char *
         if (!be) set_err(err, errlen, "--device cpu: %s", sub);
     } else if (strcmp(device, "cuda") == 0) {
         be = backend_cuda_create(precision, sub, sizeof(sub));
-        if (!be) set_err(err, errlen, "--device cuda: %s", sub);
+        if (!be) {
+            const char *prefix = strncmp(sub, "--device cuda", 13) == 0 ? "" : "--device cuda: ";
+            set_err(err, errlen, "%s%s", prefix, sub);
+        }
     } else if (strcmp(device, "auto") == 0) {
         if (backend_cuda_available()) {
             be = backend_cuda_create(precision, sub, sizeof(sub));
