@@ -1,5 +1,6 @@
 // experiment.c: the shared machinery of the training chapters (see experiment.h): command line,
-// set-up, keyed on-disk caches, batch sources, the epoch log, checkpoints and result files.
+// set-up, the epoch log and the result files. Caches and batch sources are in exp_data.c,
+// checkpoints in exp_checkpoint.c.
 #define _GNU_SOURCE
 #include "experiment.h"
 
@@ -10,13 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "common.h"
-#include "image.h"
-#include "preprocess.h"
 #include "pth.h"
 #include "sha256.h"
 
@@ -291,374 +289,6 @@ void exp_close(Experiment *x) {
 }
 
 // ----------------------------------------------------------------------------
-// caches
-//
-// File layout (little-endian), readable from Python with numpy (tests/ref_transfer.py does):
-//   0   "PETCACHE"   8-byte magic
-//   8   u32 version (1), u32 kind (1 crops, 2 features), u32 n, u32 0
-//   24  u64 sample_bytes
-//   32  64 ASCII hex digits: the key
-//   96  zeros up to 128
-//   128 n x i32 labels, zero-padded to a multiple of 64 bytes
-//   then n x sample_bytes of data (crops: (224, 224, 3) uint8 RGB; features: 512 float32)
-//   then n x u8 ok flags (1 decoded; 0 failed, its data is zeros)
-
-#define CACHE_HEADER 128
-
-static size_t cache_labels_bytes(int n) { return ((size_t)n * 4 + 63) / 64 * 64; }
-
-static void cache_header(uint8_t hdr[CACHE_HEADER], uint32_t kind, const char *key, int n,
-                         size_t sample_bytes) {
-    memset(hdr, 0, CACHE_HEADER);
-    memcpy(hdr, "PETCACHE", 8);
-    uint32_t u[4] = {1, kind, (uint32_t)n, 0};
-    memcpy(hdr + 8, u, sizeof u);
-    uint64_t sb = sample_bytes;
-    memcpy(hdr + 24, &sb, 8);
-    memcpy(hdr + 32, key, 64);
-}
-
-int cache_open(Cache *c, const char *path, uint32_t kind, const char *key, const PetSplit *ds,
-               size_t sample_bytes) {
-    memset(c, 0, sizeof *c);
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
-    struct stat st;
-    size_t data_bytes, want = 0;
-    int bad = fstat(fileno(f), &st) != 0 || size_mul((size_t)ds->n, sample_bytes, &data_bytes);
-    if (!bad)
-        want = CACHE_HEADER + cache_labels_bytes(ds->n) + data_bytes + (size_t)ds->n;
-    uint8_t hdr[CACHE_HEADER], ref[CACHE_HEADER];
-    cache_header(ref, kind, key, ds->n, sample_bytes);
-    if (bad || (size_t)st.st_size != want || fread(hdr, 1, CACHE_HEADER, f) != CACHE_HEADER ||
-        memcmp(hdr, ref, CACHE_HEADER) != 0) {
-        fclose(f);
-        printf("cache %s: stale or damaged, rebuilding it\n", path);
-        return -1;
-    }
-    void *map = mmap(NULL, want, PROT_READ, MAP_PRIVATE, fileno(f), 0);
-    fclose(f);
-    if (map == MAP_FAILED) return -1;
-    c->n = ds->n;
-    c->sample_bytes = sample_bytes;
-    c->map = map;
-    c->map_len = want;
-    c->label = (const int32_t *)((const uint8_t *)map + CACHE_HEADER);
-    c->data = (const uint8_t *)map + CACHE_HEADER + cache_labels_bytes(ds->n);
-    c->ok = c->data + data_bytes;
-    for (int i = 0; i < ds->n; i++)
-        if (c->label[i] != ds->items[i].label || c->ok[i] > 1) {
-            printf("cache %s: labels do not match the annotations, rebuilding it\n", path);
-            cache_close(c);
-            return -1;
-        }
-    c->path = xstrdup(path);
-    return 0;
-}
-
-void cache_close(Cache *c) {
-    if (c->map) munmap(c->map, c->map_len);
-    free(c->path);
-    memset(c, 0, sizeof *c);
-}
-
-// Streams a cache file: header and labels now, data by cache_put, ok flags at the end.
-static FILE *cache_begin(AtomicFile *af, const char *path, uint32_t kind, const char *key,
-                         const PetSplit *ds, size_t sample_bytes, char *err, size_t errlen) {
-    FILE *f = afile_open(af, path, err, errlen);
-    if (!f) return NULL;
-    uint8_t hdr[CACHE_HEADER];
-    cache_header(hdr, kind, key, ds->n, sample_bytes);
-    fwrite(hdr, 1, CACHE_HEADER, f);
-    size_t lb = cache_labels_bytes(ds->n);
-    uint8_t *labels = xcalloc(lb, 1);
-    for (int i = 0; i < ds->n; i++) memcpy(labels + 4 * (size_t)i, &ds->items[i].label, 4);
-    fwrite(labels, 1, lb, f);
-    free(labels);
-    return f;
-}
-
-int cache_write(const char *path, uint32_t kind, const char *key, const PetSplit *ds,
-                const uint8_t *ok, size_t sample_bytes, const void *data, char *err, size_t errlen) {
-    AtomicFile af;
-    FILE *f = cache_begin(&af, path, kind, key, ds, sample_bytes, err, errlen);
-    if (!f) return -1;
-    fwrite(data, sample_bytes, (size_t)ds->n, f);
-    fwrite(ok, 1, (size_t)ds->n, f);
-    return afile_commit(&af, err, errlen);
-}
-
-void exp_report_failed(Experiment *x, int s, const uint8_t *ok, const char *from) {
-    const PetSplit *ds = s ? &x->val : &x->train;
-    x->failed[s] = 0;
-    for (int i = 0; i < ds->n; i++) x->failed[s] += !ok[i];
-    if (!x->failed[s]) return;
-    warn("%d image(s) of the %s split could not be decoded%s and are left out of every pass "
-         "(counted in the JSON as %s_failed):", x->failed[s], ds->split, from, s ? "val" : "train");
-    for (int i = 0, shown = 0; i < ds->n && shown < 10; i++)
-        if (!ok[i]) fprintf(stderr, "  %s\n", ds->items[i].path), shown++;
-}
-
-typedef struct {
-    const PetSplit *ds;
-} CropCtx;
-
-static int load_crop(void *ctx, int index, void *out, char *err, size_t errlen) {
-    const PetSplit *ds = ((CropCtx *)ctx)->ds;
-    Image img;
-    if (image_load(ds->items[index].path, &img, err, errlen)) return -1;
-    int rc = preprocess_u8(&img, out);
-    image_free(&img);
-    if (rc) return set_err(err, errlen, "%s: cannot preprocess", ds->items[index].path);
-    return 0;
-}
-
-void exp_image_cache(Experiment *x, int s, Cache *c) {
-    const PetSplit *ds = s ? &x->val : &x->train;
-    const size_t sb = (size_t)PREP_CROP * PREP_CROP * 3;
-    char key[65], err[1024];
-    char *desc = xasprintf("crops v1 prep=%d data=%s", EXP_PREP_VERSION, x->data_key[s]);
-    Sha256 h;
-    sha256_init(&h);
-    sha256_update(&h, desc, strlen(desc));
-    sha256_final_hex(&h, key);
-    free(desc);
-    char *path = xasprintf("%s/crops-%s-%.16s.u8", x->a.cache, ds->split, key);
-    if (cache_open(c, path, CACHE_KIND_CROPS, key, ds, sb) == 0) {
-        printf("cache: %s (decoded %s images, reused)\n", path, ds->split);
-        if (strcmp(x->cache_status, "none") == 0) x->cache_status = "hit";
-        exp_report_failed(x, s, c->ok, " when the cache was built");
-        free(path);
-        return;
-    }
-    // Decode every image once, on all cores, straight into the file.
-    double t0 = now_seconds();
-    AtomicFile af;
-    FILE *f = cache_begin(&af, path, CACHE_KIND_CROPS, key, ds, sb, err, sizeof err);
-    if (!f) die("%s (pass --cache DIR to put the caches elsewhere)", err);
-    uint8_t *ok = xcalloc((size_t)ds->n, 1);
-    CropCtx ctx = {ds};
-    Loader *l = loader_create(ds->n, sb, x->a.batch_size, 0, 0, load_crop, &ctx);
-    loader_start(l, NULL, ds->n);
-    Progress p;
-    char *label = xasprintf("decoding %s", ds->split);
-    progress_start(&p, label, "img", ds->n);
-    Batch b;
-    long done = 0;
-    while (loader_next(l, &b)) {
-        fwrite(b.data, sb, (size_t)b.n, f);
-        for (int k = 0; k < b.n; k++) {
-            ok[b.index[k]] = (uint8_t)b.ok[k];
-            if (!b.ok[k]) warn("%s", b.errors[k]);
-        }
-        progress_update(&p, done += b.n);
-    }
-    progress_finish(&p);
-    loader_destroy(l);
-    free(label);
-    fwrite(ok, 1, (size_t)ds->n, f);
-    if (afile_commit(&af, err, sizeof err)) die("%s (pass --cache DIR to put the caches elsewhere)", err);
-    free(ok);
-    x->setup_seconds += now_seconds() - t0;
-    x->cache_status = "built";
-    if (cache_open(c, path, CACHE_KIND_CROPS, key, ds, sb)) die("%s: cannot read back the cache", path);
-    exp_report_failed(x, s, c->ok, "");
-    free(path);
-}
-
-char *exp_feature_cache_path(Experiment *x, int s, char key[65]) {
-    const PetSplit *ds = s ? &x->val : &x->train;
-    char weights[96];
-    if (x->weights_sha[0]) snprintf(weights, sizeof weights, "%s", x->weights_sha);
-    else snprintf(weights, sizeof weights, "random:%llu", (unsigned long long)x->a.seed);
-    // features depend on the backbone (weights), the pixels (data, preprocessing) and the
-    // arithmetic (device, precision)
-    char *desc = xasprintf("features v1 prep=%d data=%s weights=%s device=%s precision=%s",
-                           EXP_PREP_VERSION, x->data_key[s], weights, x->be->name,
-                           x->precision == PREC_FP16 ? "fp16" : "fp32");
-    Sha256 h;
-    sha256_init(&h);
-    sha256_update(&h, desc, strlen(desc));
-    sha256_final_hex(&h, key);
-    free(desc);
-    return xasprintf("%s/features-%s-%.16s.f32", x->a.cache, ds->split, key);
-}
-
-// ----------------------------------------------------------------------------
-// batch sources
-
-struct Source {
-    Experiment *x;
-    int s;
-    const PetSplit *ds;
-    const Cache *crops;        // images from the crop cache
-    const float *features;     // or features (n, 512)
-    const uint8_t *ok;         // (n) for features
-    Loader *loader;            // images (crops or decoding)
-    size_t floats;             // per sample
-    int *order, n_order, pos;
-    float *xbuf;               // (batch, floats) compacted batch
-    int *lbuf, *ibuf;
-    Progress prog;
-    int show;
-    long done;
-};
-
-static int load_image(void *ctx, int index, void *out, char *err, size_t errlen) {
-    Source *src = ctx;
-    if (src->crops) { // normalize a cached crop
-        if (!src->crops->ok[index])
-            return set_err(err, errlen, "%s: could not be decoded (see the cache build)",
-                           src->ds->items[index].path);
-        normalize_chw(src->crops->data + (size_t)index * src->crops->sample_bytes, out);
-        return 0;
-    }
-    Image img;
-    if (image_load(src->ds->items[index].path, &img, err, errlen)) return -1;
-    int rc = preprocess_image(&img, out);
-    image_free(&img);
-    if (rc) return set_err(err, errlen, "%s: cannot preprocess", src->ds->items[index].path);
-    return 0;
-}
-
-static Source *source_new(Experiment *x, int s, size_t floats) {
-    Source *src = xcalloc(1, sizeof *src);
-    src->x = x;
-    src->s = s;
-    src->ds = s ? &x->val : &x->train;
-    src->floats = floats;
-    src->order = xmalloc((size_t)src->ds->n * sizeof(int));
-    src->xbuf = xmalloc((size_t)x->a.batch_size * floats * sizeof(float));
-    src->lbuf = xmalloc((size_t)x->a.batch_size * sizeof(int));
-    src->ibuf = xmalloc((size_t)x->a.batch_size * sizeof(int));
-    return src;
-}
-
-Source *source_images(Experiment *x, int s, const Cache *crops) {
-    Source *src = source_new(x, s, PREP_FLOATS);
-    src->crops = crops;
-    src->loader = loader_create(src->ds->n, PREP_FLOATS * sizeof(float), x->a.batch_size, 0, 0,
-                                load_image, src);
-    return src;
-}
-
-Source *source_features(Experiment *x, int s, const float *features, const uint8_t *ok) {
-    Source *src = source_new(x, s, RESNET34_FEATURES);
-    src->features = features;
-    src->ok = ok;
-    exp_report_failed(x, s, ok, "");
-    return src;
-}
-
-int source_count(const Source *src) {
-    return src->ds->n - src->x->failed[src->s];
-}
-
-void source_start(Source *src, int epoch, const char *label) {
-    int n = src->ds->n;
-    if (epoch >= 0) loader_permutation(src->order, n, src->x->a.seed, epoch);
-    else
-        for (int i = 0; i < n; i++) src->order[i] = i;
-    src->n_order = n;
-    src->pos = 0;
-    src->done = 0;
-    src->show = label != NULL;
-    if (src->show) progress_start(&src->prog, label, "img", n);
-    if (src->loader) loader_start(src->loader, src->order, n);
-}
-
-int source_next(Source *src, XBatch *b) {
-    const int bs = src->x->a.batch_size;
-    int m = 0;
-    memset(b, 0, sizeof *b);
-    for (;;) {
-        if (src->loader) {
-            Batch lb;
-            if (!loader_next(src->loader, &lb)) break;
-            int all_ok = 1;
-            for (int k = 0; k < lb.n; k++) all_ok &= lb.ok[k];
-            for (int k = 0; k < lb.n; k++) {
-                int item = lb.index[k];
-                src->ibuf[k] = item;
-                src->lbuf[k] = src->ds->items[item].label;
-            }
-            if (all_ok) { // the usual case: hand out the loader's memory as it is
-                m = lb.n;
-                b->x = lb.data;
-            } else { // leave failed images out (a decoding pass also counts and reports them)
-                for (int k = 0; k < lb.n; k++) {
-                    if (!lb.ok[k]) {
-                        if (!src->crops) warn("%s (left out)", lb.errors[k]);
-                        continue;
-                    }
-                    memcpy(src->xbuf + (size_t)m * src->floats,
-                           (const float *)lb.data + (size_t)k * src->floats, src->floats * sizeof(float));
-                    src->ibuf[m] = lb.index[k];
-                    src->lbuf[m] = src->ds->items[lb.index[k]].label;
-                    m++;
-                }
-                b->x = src->xbuf;
-            }
-            src->done += lb.n;
-            if (m == 0) continue; // a batch of failed images only
-        } else {
-            if (src->pos >= src->n_order) break;
-            int end = src->pos + bs < src->n_order ? src->pos + bs : src->n_order;
-            for (; src->pos < end; src->pos++) {
-                int item = src->order[src->pos];
-                if (!src->ok[item]) continue;
-                memcpy(src->xbuf + (size_t)m * src->floats, src->features + (size_t)item * src->floats,
-                       src->floats * sizeof(float));
-                src->ibuf[m] = item;
-                src->lbuf[m] = src->ds->items[item].label;
-                m++;
-            }
-            src->done = src->pos;
-            if (m == 0) continue;
-            b->x = src->xbuf;
-        }
-        b->n = m;
-        b->label = src->lbuf;
-        b->index = src->ibuf;
-        if (src->show) progress_update(&src->prog, src->done);
-        return 1;
-    }
-    if (src->show) {
-        progress_update(&src->prog, src->done);
-        progress_finish(&src->prog);
-        src->show = 0;
-    }
-    return 0;
-}
-
-void source_free(Source *src) {
-    if (!src) return;
-    if (src->loader) loader_destroy(src->loader);
-    free(src->order);
-    free(src->xbuf);
-    free(src->lbuf);
-    free(src->ibuf);
-    free(src);
-}
-
-float exp_loss_scale(const Experiment *x, const GradScaler *s) {
-    (void)x;
-    return s->enabled ? s->scale : 1.0f;
-}
-
-void exp_keep_logits(Experiment *x, const XBatch *b) {
-    const int k = resnet34_num_classes(x->model);
-    float *logits = xmalloc((size_t)b->n * (size_t)k * sizeof(float));
-    resnet34_logits(x->model, logits);
-    for (int i = 0; i < b->n; i++) {
-        memcpy(x->val_logits + (size_t)b->index[i] * PETS_NUM_CLASSES, logits + (size_t)i * k,
-               (size_t)k * sizeof(float));
-        x->val_seen[b->index[i]] = 1;
-    }
-    free(logits);
-}
-
-// ----------------------------------------------------------------------------
 // epoch log
 
 void exp_log_epoch(Experiment *x, int epoch, ExpRow row) {
@@ -671,13 +301,13 @@ void exp_log_epoch(Experiment *x, int epoch, ExpRow row) {
     x->rows[x->n_rows++] = row;
 }
 
-static char *out_path(const Experiment *x, const char *suffix) {
+char *exp_out_path(const Experiment *x, const char *suffix) {
     return xasprintf("%s/%s%s", x->a.results, x->name, suffix);
 }
 
-static void write_csv(Experiment *x) {
+void exp_write_csv(Experiment *x) {
     char err[1024];
-    char *path = out_path(x, ".csv");
+    char *path = exp_out_path(x, ".csv");
     AtomicFile af;
     FILE *f = afile_open(&af, path, err, sizeof err);
     if (!f) die("%s", err);
@@ -692,214 +322,11 @@ static void write_csv(Experiment *x) {
 }
 
 // ----------------------------------------------------------------------------
-// checkpoints: a torch.save zip (pth_save) holding
-//   model.<key>       the state-dict entries this mode changes (fc; BN buffers when BN trains;
-//                     everything when fine-tuning), over the starting weights given again
-//   adam.m.<key>, adam.v.<key>, adam.step, lr, plateau.*, scaler.*, rows (epochs, 5) float64,
-//   config            uint8 text: what must match for a resume to continue the same run
-
-static char *config_string(const Experiment *x) {
-    const ExpArgs *a = &x->a;
-    return xasprintf("name=%s mode=%s weights=%s seed=%llu keep_fc=%d batch=%d lr=%.9g limit=%d "
-                     "data=%s,%s classes=%d",
-                     x->name, x->mode, x->weights_sha[0] ? x->weights_sha : "random",
-                     (unsigned long long)a->seed, a->keep_fc, a->batch_size, (double)a->lr,
-                     a->limit, x->data_key[0], x->data_key[1], resnet34_num_classes(x->model));
-}
-
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && strcmp(s + n - m, suffix) == 0;
-}
-
-static int is_bn_buffer(const char *key) {
-    return ends_with(key, ".running_mean") || ends_with(key, ".running_var") ||
-           ends_with(key, ".num_batches_tracked");
-}
-
-// Whether training changes this state-dict entry in this experiment.
-static int changes(Experiment *x, const char *key) {
-    if (is_bn_buffer(key)) return strcmp(x->mode, "cached-eval-bn") != 0;
-    Param *p = resnet34_find_param(x->model, key);
-    return p && p->kind == PARAM_WEIGHT && !p->frozen;
-}
-
-static void add_scalar_i64(StateDict *sd, const char *name, int64_t v) {
-    sd_add(sd, name, PTH_I64, 0, NULL, &v);
-}
-static void add_scalar_f64(StateDict *sd, const char *name, double v) {
-    sd_add(sd, name, PTH_F64, 0, NULL, &v);
-}
-
-static void add_param_state(StateDict *sd, const char *prefix, const Param *p, const Tensor *t) {
-    float *host = xmalloc(t->numel * sizeof(float));
-    t->be->tensor_download(t, host);
-    char *name = xasprintf("%s%s", prefix, p->name);
-    sd_add(sd, name, PTH_F32, p->ndim, p->shape, host);
-    free(name);
-    free(host);
-}
-
-void exp_checkpoint(Experiment *x, const Adam *opt, const Plateau *p, const GradScaler *s) {
-    write_csv(x);
-    StateDict model = {0}, ck = {0};
-    if (strcmp(x->mode, "cached-eval-bn") == 0) { // only trainable weights change (the fc)
-        for (int i = 0; i < resnet34_num_params(x->model); i++) {
-            Param *q = resnet34_param(x->model, i);
-            if (changes(x, q->name)) add_param_state(&ck, "model.", q, q->value);
-        }
-    } else { // BatchNorm buffers change too, num_batches_tracked included: the whole state dict
-        resnet34_to_state(x->model, &model);
-        for (int i = 0; i < model.n; i++) {
-            const PthTensor *t = &model.t[i];
-            if (!changes(x, t->name)) continue;
-            char *name = xasprintf("model.%s", t->name);
-            sd_add(&ck, name, t->dtype, t->ndim, t->shape, t->data);
-            free(name);
-        }
-        sd_free(&model);
-    }
-    for (int i = 0; i < resnet34_num_params(x->model); i++) {
-        Param *q = resnet34_param(x->model, i);
-        if (q->adam_m) add_param_state(&ck, "adam.m.", q, q->adam_m);
-        if (q->adam_v) add_param_state(&ck, "adam.v.", q, q->adam_v);
-    }
-    add_scalar_i64(&ck, "adam.step", opt->step);
-    add_scalar_f64(&ck, "lr", opt->lr);
-    add_scalar_f64(&ck, "plateau.best", p->best);
-    add_scalar_i64(&ck, "plateau.num_bad_epochs", p->num_bad_epochs);
-    add_scalar_i64(&ck, "plateau.cooldown_counter", p->cooldown_counter);
-    add_scalar_i64(&ck, "plateau.last_epoch", p->last_epoch);
-    add_scalar_f64(&ck, "scaler.scale", s->scale);
-    add_scalar_i64(&ck, "scaler.good_steps", s->good_steps);
-    int64_t shape[2] = {x->n_rows, 5};
-    sd_add(&ck, "rows", PTH_F64, 2, shape, x->rows);
-    char *cfg = config_string(x);
-    int64_t len = (int64_t)strlen(cfg);
-    sd_add(&ck, "config", PTH_U8, 1, &len, cfg);
-    free(cfg);
-    char err[1024];
-    char *path = out_path(x, ".ckpt");
-    if (pth_save(path, &ck, NULL, err, sizeof err))
-        die("%s (written atomically: the previous checkpoint is left as it was)", err);
-    free(path);
-    sd_free(&ck);
-}
-
-static const PthTensor *need(const StateDict *sd, const char *path, const char *name, PthDType dt,
-                             size_t numel) {
-    const PthTensor *t = sd_find(sd, name);
-    if (!t || t->dtype != dt || t->numel != numel)
-        die("%s: not a checkpoint of this program (entry '%s' missing or mis-shaped); delete it "
-            "or run without --resume", path, name);
-    return t;
-}
-
-static int64_t get_i64(const StateDict *sd, const char *path, const char *name) {
-    return *(const int64_t *)need(sd, path, name, PTH_I64, 1)->data;
-}
-static double get_f64(const StateDict *sd, const char *path, const char *name) {
-    return *(const double *)need(sd, path, name, PTH_F64, 1)->data;
-}
-
-int exp_resume(Experiment *x, Adam *opt, Plateau *p, GradScaler *s) {
-    if (!x->a.resume) return 0;
-    char err[1024];
-    char *path = out_path(x, ".ckpt");
-    if (!file_exists(path)) {
-        printf("--resume: no checkpoint %s yet, starting from the first epoch\n", path);
-        free(path);
-        return 0;
-    }
-    StateDict ck;
-    if (pth_load(path, &ck, err, sizeof err)) die("%s (delete it to start over)", err);
-    // the head first, so that a checkpoint of another task is refused by its shapes
-    const int classes = resnet34_num_classes(x->model);
-    const PthTensor *w = sd_find(&ck, "model.fc.weight");
-    if (w && (w->ndim != 2 || w->shape[0] != classes || w->shape[1] != RESNET34_FEATURES))
-        die("%s: the checkpoint's head is fc.weight (%lld, %lld), this run needs (%d, %d): it "
-            "comes from a model with another number of classes; delete it or use another --results",
-            path, (long long)w->shape[0], (long long)(w->ndim > 1 ? w->shape[1] : 0), classes,
-            RESNET34_FEATURES);
-    const PthTensor *c = sd_find(&ck, "config");
-    char *cfg = config_string(x);
-    if (!c || c->dtype != PTH_U8 || c->numel != strlen(cfg) || memcmp(c->data, cfg, c->numel) != 0)
-        die("%s: this checkpoint belongs to a run with other settings (weights, data, seed, batch "
-            "size, lr, --keep-fc or --limit differ):\n  checkpoint: %.*s\n  this run:   %s\n"
-            "rerun with the same options, or without --resume to start over",
-            path, c && c->dtype == PTH_U8 ? (int)c->numel : 1, c && c->dtype == PTH_U8 ? (const char *)c->data : "?", cfg);
-    free(cfg);
-    // model: the checkpoint's entries over the starting weights, loaded as one state dict
-    StateDict model = {0};
-    resnet34_to_state(x->model, &model);
-    for (int i = 0; i < ck.n; i++) {
-        const PthTensor *t = &ck.t[i];
-        if (strncmp(t->name, "model.", 6) != 0) continue;
-        PthTensor *dst = NULL;
-        for (int j = 0; j < model.n; j++)
-            if (strcmp(model.t[j].name, t->name + 6) == 0) dst = &model.t[j];
-        if (!dst || dst->dtype != t->dtype || dst->numel != t->numel)
-            die("%s: entry '%s' does not fit the model; delete the checkpoint to start over", path,
-                t->name);
-        memcpy(dst->data, t->data, t->numel * pth_dtype_size(t->dtype));
-    }
-    if (resnet34_load_state(x->model, &model, 1, err, sizeof err)) die("%s: %s", path, err);
-    sd_free(&model);
-    // Adam moments, created as adam_step would and filled from the file
-    for (int i = 0; i < resnet34_num_params(x->model); i++) {
-        Param *q = resnet34_param(x->model, i);
-        Tensor **mv[2] = {&q->adam_m, &q->adam_v};
-        const char *pre[2] = {"adam.m.", "adam.v."};
-        for (int k = 0; k < 2; k++) {
-            char *name = xasprintf("%s%s", pre[k], q->name);
-            const PthTensor *t = sd_find(&ck, name);
-            if (t) {
-                if (q->kind != PARAM_WEIGHT || q->frozen || t->dtype != PTH_F32 ||
-                    t->numel != q->value->numel)
-                    die("%s: entry '%s' does not fit the model", path, name);
-                Tensor *v = q->value;
-                if (!*mv[k]) *mv[k] = v->be->tensor_new(v->be, v->n, v->c, v->h, v->w);
-                v->be->tensor_upload(*mv[k], t->data);
-            }
-            free(name);
-        }
-    }
-    opt->step = get_i64(&ck, path, "adam.step");
-    opt->lr = (float)get_f64(&ck, path, "lr");
-    p->best = get_f64(&ck, path, "plateau.best");
-    p->num_bad_epochs = (int)get_i64(&ck, path, "plateau.num_bad_epochs");
-    p->cooldown_counter = (int)get_i64(&ck, path, "plateau.cooldown_counter");
-    p->last_epoch = get_i64(&ck, path, "plateau.last_epoch");
-    s->scale = (float)get_f64(&ck, path, "scaler.scale");
-    s->good_steps = (int)get_i64(&ck, path, "scaler.good_steps");
-    const PthTensor *rows = sd_find(&ck, "rows");
-    if (!rows || rows->dtype != PTH_F64 || rows->ndim != 2 || rows->shape[1] != 5 ||
-        rows->shape[0] < 0 || rows->shape[0] > 100000)
-        die("%s: entry 'rows' missing or mis-shaped; delete the checkpoint to start over", path);
-    int n = (int)rows->shape[0];
-    if (n > x->a.epochs)
-        die("%s: the checkpoint already holds %d epochs, more than --epochs %d; pass --epochs %d "
-            "or more", path, n, x->a.epochs, n);
-    x->rows = xrealloc(x->rows, (size_t)(n > 0 ? n : 1) * sizeof(ExpRow));
-    memcpy(x->rows, rows->data, (size_t)n * sizeof(ExpRow));
-    x->n_rows = n;
-    x->resumed_from = n;
-    sd_free(&ck);
-    printf("--resume: continuing %s after epoch %d of %d (lr %g)\n", path, n, x->a.epochs,
-           (double)opt->lr);
-    for (int i = 0; i < n; i++) // the log so far, as it was printed
-        printf("Epoch: %2d/%d | Epoch Duration: %.3f sec | Val Loss: %.5f | Val Acc: %.3f |\n",
-               i + 1, x->a.epochs, x->rows[i].seconds, x->rows[i].val_loss, x->rows[i].val_acc);
-    free(path);
-    return n;
-}
-
-// ----------------------------------------------------------------------------
 // results
 
 static void write_predictions(Experiment *x) {
     char err[1024];
-    char *path = out_path(x, ".predictions.csv");
+    char *path = exp_out_path(x, ".predictions.csv");
     AtomicFile af;
     FILE *f = afile_open(&af, path, err, sizeof err);
     if (!f) die("%s", err);
@@ -949,14 +376,14 @@ void exp_finish(Experiment *x) {
     char err[1024];
     // the final model first (the largest file, so a full disk shows before the small ones are
     // replaced): a torchvision state dict with the 37-way fc
-    char *model_path = out_path(x, ".pth");
+    char *model_path = exp_out_path(x, ".pth");
     StateDict sd = {0};
     resnet34_to_state(x->model, &sd);
     if (pth_save(model_path, &sd, x->name, err, sizeof err))
         die("%s (written atomically: the previous %s is left as it was)", err, model_path);
     sd_free(&sd);
     write_predictions(x);
-    write_csv(x);
+    exp_write_csv(x);
 
     // summary over the epochs
     const ExpRow *last = &x->rows[x->n_rows - 1];
@@ -980,12 +407,12 @@ void exp_finish(Experiment *x) {
     int present = 0;
     for (int c = 0; c < PETS_NUM_CLASSES; c++) present += x->train.class_count[c] > 0;
 
-    char *path = out_path(x, ".json");
+    char *path = exp_out_path(x, ".json");
     AtomicFile af;
     FILE *f = afile_open(&af, path, err, sizeof err);
     if (!f) die("%s", err);
     int first = 1;
-    char *csv = out_path(x, ".csv"), *pred = out_path(x, ".predictions.csv");
+    char *csv = exp_out_path(x, ".csv"), *pred = exp_out_path(x, ".predictions.csv");
     json_str(f, &first, "chapter", x->chapter);
     json_str(f, &first, "name", x->name);
     json_str(f, &first, "mode", x->mode);

@@ -158,6 +158,10 @@ void exp_checkpoint(Experiment *x, const Adam *opt, const Plateau *p, const Grad
 // With --resume, restores a checkpoint of the same configuration; returns the epochs it holds
 // (0 without --resume or without a checkpoint).
 int exp_resume(Experiment *x, Adam *opt, Plateau *p, GradScaler *s);
+// "<results>/<name><suffix>" (heap string).
+char *exp_out_path(const Experiment *x, const char *suffix);
+// Writes <results>/<name>.csv (atomically) from the rows so far.
+void exp_write_csv(Experiment *x);
 // Writes <name>.csv, <name>.predictions.csv, <name>.pth and <name>.json (in that order; the JSON
 // last, so that its presence means a complete run).
 void exp_finish(Experiment *x);

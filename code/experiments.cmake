@@ -1,7 +1,7 @@
 # code/experiments.cmake: the training chapters, build/04-feature-extraction and
 # build/05-fine-tuning, and the helpers they share (library `experiment`: command line, keyed
 # caches, batch sources, epoch log, checkpoints, result files; SHA-256 for the cache keys).
-add_library(experiment STATIC code/experiment.c code/sha256.c)
+add_library(experiment STATIC code/experiment.c code/exp_data.c code/exp_checkpoint.c code/sha256.c)
 target_include_directories(experiment PUBLIC code)
 target_link_libraries(experiment PUBLIC nn petdata petimage pth common m)
 

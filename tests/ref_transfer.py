@@ -174,7 +174,7 @@ def main():
     ap.add_argument("--init-seed", type=int, default=7, help="seed of the random start network")
     ap.add_argument("--seed", type=int, default=1, help="seed of the batch order (our --seed)")
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--epochs", default="cached-eval-bn=6,bn-train=3,fine-tune=3")
+    ap.add_argument("--epochs", default="cached-eval-bn=6,bn-train=2,fine-tune=2")
     ap.add_argument("--inputs", default="ours,torchvision")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
