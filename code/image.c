@@ -3,8 +3,9 @@
 // The decoders are stb_image's (Debian's libstb-dev), compiled here for JPEG, PNG and GIF only,
 // behind checks of our own: the format is identified from the first bytes (with a clear message
 // for MATLAB files, empty files and formats we do not read), the pixel count is capped before
-// anything is allocated, and a JPEG whose data ends before its EOI marker is refused as truncated
-// (stb would silently fill the missing rows with grey).
+// anything is allocated, a JPEG whose data ends before its EOI marker is refused as truncated
+// (stb would silently fill the missing rows with grey), and a JPEG Huffman table with more codes
+// than the format allows is refused before stb_image 2.27 overflows its tables with it.
 //
 // Colour conversion, PIL's .convert('RGB') rules, which stb's req_comp = 3 follows:
 //   grayscale (L)            -> R = G = B = L
@@ -107,6 +108,39 @@ static int jpeg_check_complete(const uint8_t *buf, size_t n, const char **why) {
     return -1;
 }
 
+// Every Huffman table (DHT segment, before the first scan or between the scans of a progressive
+// JPEG) may define at most 256 codes. stb_image 2.27 (Debian 12's libstb-dev) does not check this
+// and writes past its 256-entry tables on a hostile file (fixed upstream in 2.28), so we check
+// first. Walks every marker of the file: inside scan data, FF 00 (a stuffed byte) and the
+// restart markers are skipped. Returns 0, or -1 with the reason in *why.
+static int jpeg_check_huffman(const uint8_t *buf, size_t n, const char **why) {
+    size_t p = 2;
+    for (;;) {
+        while (p < n && buf[p] != 0xFF) p++;
+        while (p < n && buf[p] == 0xFF) p++;
+        if (p >= n) return 0; // truncation is jpeg_check_complete's business
+        uint8_t m = buf[p++];
+        if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;
+        if (m == 0xD9 || p + 2 > n) return 0;
+        size_t len = ((size_t)buf[p] << 8) | buf[p + 1];
+        if (len < 2) { *why = "corrupt JPEG (bad segment length)"; return -1; }
+        if (m == 0xC4) { // DHT: tables of (class/id, 16 code counts, the symbols)
+            size_t q = p + 2, end = p + len < n ? p + len : n;
+            while (q < end) {
+                if (q + 17 > end) { *why = "corrupt JPEG (bad Huffman table)"; return -1; }
+                size_t codes = 0;
+                for (int i = 1; i <= 16; i++) codes += buf[q + i];
+                if (codes > 256) {
+                    *why = "corrupt JPEG (Huffman table with more than 256 codes)";
+                    return -1;
+                }
+                q += 17 + codes;
+            }
+        }
+        p += len;
+    }
+}
+
 // ----------------------------------------------------------------------------
 // colour modes from the headers (what PIL's Image.open(path).mode would say)
 
@@ -177,7 +211,7 @@ int image_decode(const uint8_t *buf, size_t n, const char *name, Image *img, cha
     Format fmt = identify(buf, n, &what);
     if (fmt == FMT_UNKNOWN) return set_err(err, errlen, "%s: %s", name, what);
     if (n > (size_t)INT_MAX) return set_err(err, errlen, "%s: file too large (%zu bytes)", name, n);
-    if (fmt == FMT_JPEG && jpeg_check_complete(buf, n, &what))
+    if (fmt == FMT_JPEG && (jpeg_check_complete(buf, n, &what) || jpeg_check_huffman(buf, n, &what)))
         return set_err(err, errlen, "%s: %s", name, what);
 
     // Header first: refuse huge images before stb allocates anything for them.

@@ -208,6 +208,22 @@ static void test_bad_input(const char *fixtures, const char *tmp) {
     if (png) expect_error(png, n / 2, "half.png", "half.png");
     free(path);
 
+    // a Huffman table with more than 256 codes (stb_image 2.27 would write past its tables)
+    path = xasprintf("%s/formats/rgb444.jpg", fixtures);
+    size_t dn = 0;
+    uint8_t *dht = read_file(path, &dn, 0, err, sizeof err);
+    CHECK(dht != NULL, "%s", err);
+    size_t at = 0;
+    for (size_t i = 2; dht && i + 1 < dn && !at; i++)
+        if (dht[i] == 0xFF && dht[i + 1] == 0xC4) at = i;
+    CHECK(at > 0, "%s: no DHT segment", path);
+    if (at) {
+        dht[at + 4 + 15] = 200, dht[at + 4 + 16] = 200; // counts of 15- and 16-bit codes
+        expect_error(dht, dn, "dht.jpg", "Huffman table with more than 256 codes");
+    }
+    free(dht);
+    free(path);
+
     // a missing file
     Image img;
     char *missing = xasprintf("%s/no-such-file.jpg", tmp);
