@@ -15,6 +15,7 @@
 #endif
 
 #include "backend.h"
+#include "train.h"
 #include "backend_cpu_fast.h"
 #include "common.h"
 
@@ -562,20 +563,6 @@ static double cross_entropy_forward_backward(Backend *be, const Tensor *logits, 
 // ----------------------------------------------------------------------------
 // Adam (torch.optim.Adam's single-tensor update, weight_decay 0, amsgrad off)
 
-// PyTorch's hyper-parameters are Python floats (doubles: lr 1e-3, betas 0.9 and 0.999) and the
-// table passes them as float. The double PyTorch used is the shortest decimal that rounds to the
-// same float; 1 - beta2 must come from it (float(1 - 0.999) = 0.001, while 1 - (double)0.999f is
-// 0.00099998713, which makes exp_avg_sq 1.3e-5 too small).
-static double python_double(float f) {
-    char buf[32];
-    for (int digits = 1; digits <= 9; digits++) {
-        snprintf(buf, sizeof(buf), "%.*g", digits, (double)f);
-        double d = strtod(buf, NULL);
-        if ((float)d == f) return d;
-    }
-    return (double)f;
-}
-
 static void adam_update(Backend *be, Tensor *param, const Tensor *grad, Tensor *m, Tensor *v,
                         float lr, float beta1, float beta2, float eps, long step,
                         float inv_grad_scale) {
@@ -589,10 +576,11 @@ static void adam_update(Backend *be, Tensor *param, const Tensor *grad, Tensor *
     //   exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
     //   denom = (exp_avg_sq.sqrt() / sqrt(1 - beta2**step)).add_(eps)
     //   param.addcdiv_(exp_avg, denom, value=-lr / (1 - beta1**step))
-    const double b1 = python_double(beta1), b2 = python_double(beta2);
-    const double bc1 = 1.0 - pow(b1, (double)step), bc2 = 1.0 - pow(b2, (double)step);
-    const float neg_step_size = (float)(-python_double(lr) / bc1), bc2_sqrt = (float)sqrt(bc2);
-    const float one_m_b1 = (float)(1.0 - b1), one_m_b2 = (float)(1.0 - b2);
+    // PyTorch's hyper-parameters are Python doubles; adam_scalars (train.h) recovers them from
+    // the floats of the table and computes 1 - beta and the bias corrections in double.
+    const AdamScalars a = adam_scalars(lr, beta1, beta2, step);
+    const float neg_step_size = -a.step_size, bc2_sqrt = a.bc2_sqrt;
+    const float one_m_b1 = a.one_minus_b1, one_m_b2 = a.one_minus_b2;
     float *P = F(param), *Mm = F(m), *V = F(v);
     const float *G = CF(grad);
 #pragma omp parallel for schedule(static)
