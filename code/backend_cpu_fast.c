@@ -20,6 +20,7 @@
 
 #include "common.h"
 #include "cpu_conv_dnnl.h"
+#include "train.h"
 
 // ----------------------------------------------------------------------------
 // shared state: one oneDNN convolution cache per process, released with the last backend
@@ -31,6 +32,10 @@ static struct {
 } g_fast;
 
 static inline float *F(const Tensor *t) { return (float *)t->data; }
+
+// Work below this many elements runs on one thread: a parallel region costs more than it saves
+// (and much more when other processes compete for the cores).
+#define PAR_MIN ((size_t)1 << 15)
 
 static void need_same_shape(const char *op, const Tensor *a, const Tensor *b) {
     if (a->n != b->n || a->c != b->c || a->h != b->h || a->w != b->w)
@@ -44,7 +49,7 @@ static void need_same_shape(const char *op, const Tensor *a, const Tensor *b) {
 static void fast_tensor_fill(Tensor *t, float value) {
     float *p = F(t);
     size_t n = t->numel;
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (parallel : n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) p[i] = value;
 }
 
@@ -54,7 +59,7 @@ static void fast_tensor_copy(Tensor *dst, const Tensor *src) {
     size_t n = src->numel, nchunks = (n + chunk - 1) / chunk;
     float *d = F(dst);
     const float *s = F(src);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel : n >= PAR_MIN)
     for (size_t i = 0; i < nchunks; i++) {
         size_t lo = i * chunk, len = lo + chunk < n ? chunk : n - lo;
         memcpy(d + lo, s + lo, len * sizeof(float));
@@ -65,7 +70,7 @@ static int fast_tensor_nonfinite(const Tensor *t) {
     const uint32_t *p = (const uint32_t *)t->data;
     size_t n = t->numel;
     int bad = 0;
-#pragma omp parallel for simd reduction(| : bad) schedule(static)
+#pragma omp parallel for simd reduction(| : bad) schedule(static) if (parallel : n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) bad |= (p[i] & 0x7f800000u) == 0x7f800000u;
     return bad;
 }
@@ -136,7 +141,7 @@ static void fast_batchnorm_forward(Backend *be, const Tensor *x, BatchNorm *bn, 
     float *yp = F(y), *rm = F(bn->running_mean), *rv = F(bn->running_var);
     float *sm = training ? F(bn->save_mean) : NULL, *si = training ? F(bn->save_invstd) : NULL;
     const float mom = bn->momentum, eps = bn->eps;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (x->numel >= PAR_MIN)
     for (int c = 0; c < C; c++) {
         const float *xc = xp + c * HW;
         float mean, invstd;
@@ -183,7 +188,7 @@ static void fast_batchnorm_backward(Backend *be, const Tensor *x, BatchNorm *bn,
     float *dg = bn->dweight ? F(bn->dweight) : NULL, *db = bn->dbias ? F(bn->dbias) : NULL;
     const int need_sums = training || dg || db;
     if (!dxp && !need_sums) return;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (x->numel >= PAR_MIN)
     for (int c = 0; c < C; c++) {
         float mean, invstd;
         if (training) {
@@ -239,7 +244,7 @@ static void fast_relu_forward(Backend *be, const Tensor *x, Tensor *y) {
     const float *xp = F(x);
     float *yp = F(y);
     size_t n = x->numel;
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (parallel : n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) yp[i] = xp[i] <= 0.0f ? 0.0f : xp[i];
 }
 
@@ -250,7 +255,7 @@ static void fast_relu_backward(Backend *be, const Tensor *y, const Tensor *dy, T
     const float *yp = F(y), *dyp = F(dy);
     float *dxp = F(dx);
     size_t n = y->numel;
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (parallel : n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) dxp[i] = yp[i] <= 0.0f ? 0.0f : dyp[i];
 }
 
@@ -261,7 +266,7 @@ static void fast_add_relu_forward(Backend *be, const Tensor *a, const Tensor *b,
     const float *ap = F(a), *bp = F(b);
     float *yp = F(y);
     size_t n = a->numel;
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (parallel : n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float s = ap[i] + bp[i];
         yp[i] = s <= 0.0f ? 0.0f : s;
@@ -275,7 +280,7 @@ static void fast_add_forward(Backend *be, const Tensor *a, const Tensor *b, Tens
     const float *ap = F(a), *bp = F(b);
     float *yp = F(y);
     size_t n = a->numel;
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (parallel : n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) yp[i] = ap[i] + bp[i];
 }
 
@@ -306,7 +311,7 @@ static void fast_maxpool_forward(Backend *be, const Tensor *x, Tensor *y, int k,
     const long planes = (long)x->n * x->c;
     const float *xp = F(x);
     float *yp = F(y);
-#pragma omp parallel
+#pragma omp parallel if (x->numel >= PAR_MIN)
     {
         float *cm = xmalloc(sizeof(float) * W);
 #pragma omp for schedule(static)
@@ -359,7 +364,7 @@ static void fast_maxpool_backward(Backend *be, const Tensor *x, const Tensor *dy
     const long planes = (long)x->n * x->c;
     const float *xp = F(x), *dyp = F(dy);
     float *dxp = F(dx);
-#pragma omp parallel
+#pragma omp parallel if (x->numel >= PAR_MIN)
     {
         float *cm = xmalloc(sizeof(float) * W);
 #pragma omp for schedule(static)
@@ -413,7 +418,7 @@ static void fast_avgpool_forward(Backend *be, const Tensor *x, Tensor *y) {
     const long planes = (long)x->n * x->c;
     const float *xp = F(x);
     float *yp = F(y);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (x->numel >= PAR_MIN)
     for (long pl = 0; pl < planes; pl++) {
         const float *in = xp + pl * HW;
         double s = 0;
@@ -432,7 +437,7 @@ static void fast_avgpool_backward(Backend *be, const Tensor *dy, Tensor *dx) {
     const long planes = (long)dx->n * dx->c;
     const float *g = F(dy);
     float *out = F(dx);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (dx->numel >= PAR_MIN)
     for (long pl = 0; pl < planes; pl++) {
         const float v = g[pl] / (float)HW;
         float *o = out + pl * HW;
@@ -454,7 +459,7 @@ static void fast_linear_forward(Backend *be, const Tensor *x, const Tensor *w, c
             N, K, M, w->numel / (M ? M : 1), y->n, y->c);
     const float *xp = F(x), *wp = F(w), *bp = b ? F(b) : NULL;
     float *yp = F(y);
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (w->numel >= PAR_MIN)
     for (int n = 0; n < N; n++)
         for (int m = 0; m < M; m++) {
             const float *xr = xp + (size_t)n * K, *wr = wp + (size_t)m * K;
@@ -477,7 +482,7 @@ static void fast_linear_backward(Backend *be, const Tensor *x, const Tensor *w, 
     const float *xp = F(x), *wp = F(w), *g = F(dy);
     if (dx) {
         float *out = F(dx);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (w->numel >= PAR_MIN)
         for (int n = 0; n < N; n++) {
             float *o = out + (size_t)n * K;
             memset(o, 0, sizeof(float) * K);
@@ -490,7 +495,7 @@ static void fast_linear_backward(Backend *be, const Tensor *x, const Tensor *w, 
     }
     if (dw || db) {
         float *dwp = dw ? F(dw) : NULL, *dbp = db ? F(db) : NULL;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (w->numel >= PAR_MIN)
         for (int m = 0; m < M; m++) {
             float *o = dwp ? dwp + (size_t)m * K : NULL;
             if (o) memset(o, 0, sizeof(float) * K);
@@ -509,7 +514,9 @@ static void fast_linear_backward(Backend *be, const Tensor *x, const Tensor *w, 
 }
 
 // ----------------------------------------------------------------------------
-// Adam (torch.optim.Adam's single-tensor update, same order of operations)
+// Adam (torch.optim.Adam's single-tensor update). The scalars come from train.h's adam_scalars
+// (PyTorch's Python-double arithmetic), the element-wise expression is the reference's, so the
+// results are bit-identical to backend_cpu.c.
 
 static void fast_adam_update(Backend *be, Tensor *param, const Tensor *grad, Tensor *m, Tensor *v,
                              float lr, float beta1, float beta2, float eps, long step,
@@ -518,22 +525,21 @@ static void fast_adam_update(Backend *be, Tensor *param, const Tensor *grad, Ten
     need_same_shape("adam_update grad", param, grad);
     need_same_shape("adam_update m", param, m);
     need_same_shape("adam_update v", param, v);
-    const double bc1 = 1.0 - pow((double)beta1, (double)step);
-    const double bc2 = 1.0 - pow((double)beta2, (double)step);
-    const float step_size = (float)((double)lr / bc1), bc2_sqrt = (float)sqrt(bc2);
-    const float b1 = beta1, b2 = beta2;
-    const float omb1 = (float)(1.0 - (double)beta1), omb2 = (float)(1.0 - (double)beta2);
+    const AdamScalars a = adam_scalars(lr, beta1, beta2, step);
+    const float neg_step_size = -a.step_size, bc2_sqrt = a.bc2_sqrt;
+    const float omb1 = a.one_minus_b1, omb2 = a.one_minus_b2;
     float *p = F(param), *mp = F(m), *vp = F(v);
     const float *gp = F(grad);
     size_t n = param->numel;
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (parallel : n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float gi = gp[i] * inv_grad_scale;
-        float mi = mp[i] * b1 + gi * omb1;
-        float vi = vp[i] * b2 + omb2 * gi * gi;
+        float mi = mp[i] * beta1 + omb1 * gi;
+        float vi = vp[i] * beta2 + omb2 * gi * gi;
         mp[i] = mi;
         vp[i] = vi;
-        p[i] -= step_size * (mi / (sqrtf(vi) / bc2_sqrt + eps));
+        float denom = sqrtf(vi) / bc2_sqrt + eps;
+        p[i] = p[i] + neg_step_size * mi / denom;
     }
 }
 
