@@ -352,9 +352,11 @@ static void fast_maxpool_forward(Backend *be, const Tensor *x, Tensor *y, int k,
     }
 }
 
-// Backward routes each dy to the reference's argmax: the first element equal to the window's
-// maximum in row-major order (the strict > of the scan keeps the first of equal values), or the
-// last NaN when the window holds one (the scan moves to every NaN it meets).
+// Backward routes each dy to the reference's argmax, found for a whole output row at once: the
+// window positions are visited in the reference's row-major order, each as a vectorised pass over
+// the output columns q that keeps (value, index) where the new value is larger or NaN (the
+// reference's rule: first maximum wins ties, a NaN wins). Then a scalar pass adds dy at the
+// indices (neighbouring windows may share an input).
 static void fast_maxpool_backward(Backend *be, const Tensor *x, const Tensor *dy, Tensor *dx,
                                   int k, int stride, int pad) {
     (void)be;
@@ -366,7 +368,8 @@ static void fast_maxpool_backward(Backend *be, const Tensor *x, const Tensor *dy
     float *dxp = F(dx);
 #pragma omp parallel if (x->numel >= PAR_MIN)
     {
-        float *cm = xmalloc(sizeof(float) * W);
+        float *best = xmalloc(sizeof(float) * Q);
+        int *arg = xmalloc(sizeof(int) * Q);
 #pragma omp for schedule(static)
         for (long pl = 0; pl < planes; pl++) {
             const float *in = xp + (size_t)pl * H * W, *g = dyp + (size_t)pl * P * Q;
@@ -374,35 +377,33 @@ static void fast_maxpool_backward(Backend *be, const Tensor *x, const Tensor *dy
             memset(out, 0, sizeof(float) * H * W);
             for (int p = 0; p < P; p++) {
                 int h0 = p * stride - pad, hs = h0 < 0 ? 0 : h0, he = h0 + k > H ? H : h0 + k;
-                memcpy(cm, in + (size_t)hs * W, sizeof(float) * W);
-                for (int h = hs + 1; h < he; h++) {
-                    const float *row = in + (size_t)h * W;
+                for (int q = 0; q < Q; q++) { // the window's first position, as the reference
+                    int w0 = q * stride - pad;
+                    best[q] = -INFINITY;
+                    arg[q] = hs * W + (w0 < 0 ? 0 : w0);
+                }
+                for (int h = hs; h < he; h++)
+                    for (int dw = 0; dw < k; dw++) {
+                        // columns q whose position w = q*stride - pad + dw lies in [0, W)
+                        int off = dw - pad, qa = off < 0 ? (-off + stride - 1) / stride : 0;
+                        int qb = W - off <= 0 ? 0 : (W - off - 1) / stride + 1;
+                        if (qb > Q) qb = Q;
+                        const float *row = in + (size_t)h * W + off;
+                        const int base = h * W + off;
 #pragma omp simd
-                    for (int w = 0; w < W; w++) cm[w] = max_nan(cm[w], row[w]);
-                }
-                for (int q = 0; q < Q; q++) {
-                    int w0 = q * stride - pad, ws = w0 < 0 ? 0 : w0, we = w0 + k > W ? W : w0 + k;
-                    float m = -INFINITY;
-                    for (int w = ws; w < we; w++) m = max_nan(m, cm[w]);
-                    int idx = hs * W + ws;
-                    if (isnan(m)) {
-                        for (int h = hs; h < he; h++)
-                            for (int w = ws; w < we; w++)
-                                if (isnan(in[h * W + w])) idx = h * W + w;
-                    } else {
-                        for (int h = hs; h < he; h++)
-                            for (int w = ws; w < we; w++)
-                                if (in[h * W + w] == m) {
-                                    idx = h * W + w;
-                                    goto found;
-                                }
-                    found:;
+                        for (int q = qa; q < qb; q++) {
+                            float v = row[q * stride];
+                            int take = v > best[q] || v != v;
+                            best[q] = take ? v : best[q];
+                            arg[q] = take ? base + q * stride : arg[q];
+                        }
                     }
-                    out[idx] += g[p * Q + q];
-                }
+                const float *gr = g + (size_t)p * Q;
+                for (int q = 0; q < Q; q++) out[arg[q]] += gr[q];
             }
         }
-        free(cm);
+        free(best);
+        free(arg);
     }
 }
 
