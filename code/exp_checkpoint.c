@@ -102,6 +102,7 @@ void exp_checkpoint(Experiment *x, const Adam *opt, const Plateau *p, const Grad
         die("%s (written atomically: the previous checkpoint is left as it was)", err);
     free(path);
     sd_free(&ck);
+    exp_note_saved(x, x->n_rows);
 }
 
 static const PthTensor *need(const StateDict *sd, const char *path, const char *name, PthDType dt,
@@ -203,6 +204,7 @@ int exp_resume(Experiment *x, Adam *opt, Plateau *p, GradScaler *s) {
     x->n_rows = n;
     x->resumed_from = n;
     sd_free(&ck);
+    exp_note_saved(x, n);
     printf("--resume: continuing %s after epoch %d of %d (lr %g)\n", path, n, x->a.epochs,
            (double)opt->lr);
     for (int i = 0; i < n; i++) // the log so far, as it was printed

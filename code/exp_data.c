@@ -226,6 +226,7 @@ struct Source {
     Progress prog;
     int show;
     long done;
+    int min_batch;             // smaller batches are skipped (BatchNorm in train mode needs 2)
 };
 
 static int load_image(void *ctx, int index, void *out, char *err, size_t errlen) {
@@ -247,6 +248,7 @@ static int load_image(void *ctx, int index, void *out, char *err, size_t errlen)
 
 static Source *source_new(Experiment *x, int s, size_t floats) {
     Source *src = xcalloc(1, sizeof *src);
+    src->min_batch = 1;
     src->x = x;
     src->s = s;
     src->ds = s ? &x->val : &x->train;
@@ -261,6 +263,10 @@ static Source *source_new(Experiment *x, int s, size_t floats) {
 Source *source_images(Experiment *x, int s, const Cache *crops) {
     Source *src = source_new(x, s, PREP_FLOATS);
     src->crops = crops;
+    // The training split of a run whose BatchNorm uses batch statistics cannot take a batch of
+    // one image (PyTorch raises "Expected more than 1 value per channel"): such a batch, possible
+    // when failed images or --limit leave one image at the end, is skipped with a warning.
+    src->min_batch = (s == 0 && strcmp(x->mode, "cached-eval-bn") != 0) ? 2 : 1;
     src->loader = loader_create(src->ds->n, PREP_FLOATS * sizeof(float), x->a.batch_size, 0, 0,
                                 load_image, src);
     return src;
@@ -324,7 +330,10 @@ int source_next(Source *src, XBatch *b) {
                 b->x = src->xbuf;
             }
             src->done += lb.n;
-            if (m == 0) continue; // a batch of failed images only
+            if (m > 0 && m < src->min_batch)
+                warn("skipping a training batch of %d image (%s): BatchNorm in train mode needs at "
+                     "least %d", m, src->ds->items[src->ibuf[0]].name, src->min_batch);
+            if (m < src->min_batch) continue; // nothing usable in this batch
         } else {
             if (src->pos >= src->n_order) break;
             int end = src->pos + bs < src->n_order ? src->pos + bs : src->n_order;
@@ -338,7 +347,7 @@ int source_next(Source *src, XBatch *b) {
                 m++;
             }
             src->done = src->pos;
-            if (m == 0) continue;
+            if (m < src->min_batch) continue;
             b->x = src->xbuf;
         }
         b->n = m;

@@ -28,19 +28,20 @@ static const char IMAGENET_SHA256[] =
 
 static void usage(const ExpArgs *d, const char *prog, const char *about, unsigned extra) {
     printf("%s\n\nUsage: %s [options]\n\nOptions:\n", about, prog);
-    printf("  --root DIR            Oxford-IIIT Pet root with images/ and annotations/ (default %s)\n",
-           d->root);
-    printf("  --weights PATH|random starting checkpoint (default %s); `random` builds a seeded\n"
-           "                        randomly initialised network (results then say so)\n",
-           d->weights);
+    printf("  --root DIR            Oxford-IIIT Pet root with images/ and annotations/\n"
+           "                        (default %s)\n", d->root);
+    printf("  --weights PATH|random starting checkpoint (default %s;\n"
+           "                        `make data` downloads it); `random`: a seeded randomly\n"
+           "                        initialised network (its results say so)\n", d->weights);
     printf("  --keep-fc             keep the checkpoint's 37-way fc instead of a new nn.Linear(512, 37)\n");
     printf("  --epochs N            epochs to train (default %d; 0 only prepares the caches)\n",
            d->epochs);
     printf("  --batch-size N        images per batch (default %d)\n", d->batch_size);
     printf("  --lr X                Adam learning rate (default %g)\n", (double)d->lr);
-    printf("  --seed N              seeds the new head, the shuffling and `--weights random` (default %llu)\n",
-           (unsigned long long)d->seed);
-    printf("  --device auto|cpu|cuda  compute device (default %s)\n", d->device);
+    printf("  --seed N              seeds the new head, the shuffling and `--weights random`\n"
+           "                        (default %llu)\n", (unsigned long long)d->seed);
+    printf("  --device D            auto, cpu or cuda (default %s: the GPU if there is one)\n",
+           d->device);
     printf("  --precision fp16|fp32 fp16 = autocast-style mixed precision on the GPU (default fp16\n"
            "                        on cuda, fp32 on the CPU)\n");
     printf("  --results DIR         where results go (default %s)\n", d->results);
@@ -236,6 +237,22 @@ static void remove_stale_temporaries(const Experiment *x) {
     free(pattern);
 }
 
+// Ctrl-C or kill: say what is saved and how to continue. The message is prepared outside the
+// handler (exp_note_saved), which only write()s it: async-signal-safe.
+static char interrupt_msg[1024] = "\ninterrupted before the first checkpoint; nothing to resume\n";
+
+static void on_interrupt(int sig) {
+    ssize_t rc = write(2, interrupt_msg, strlen(interrupt_msg));
+    (void)rc;
+    _exit(128 + sig);
+}
+
+void exp_note_saved(const Experiment *x, int epochs_saved) {
+    snprintf(interrupt_msg, sizeof interrupt_msg,
+             "\ninterrupted: %d of %d epochs are saved in %s/%s.ckpt; run the same command with "
+             "--resume to continue\n", epochs_saved, x->a.epochs, x->a.results, x->name);
+}
+
 void exp_setup(Experiment *x, const ExpArgs *a, const char *chapter, const char *name,
                const char *mode) {
     memset(x, 0, sizeof *x);
@@ -273,6 +290,8 @@ void exp_setup(Experiment *x, const ExpArgs *a, const char *chapter, const char 
     x->val_logits = xcalloc((size_t)x->val.n * PETS_NUM_CLASSES, sizeof(float));
     x->val_seen = xcalloc((size_t)x->val.n, 1);
     remove_stale_temporaries(x);
+    signal(SIGINT, on_interrupt);
+    signal(SIGTERM, on_interrupt);
 }
 
 void exp_close(Experiment *x) {

@@ -155,6 +155,8 @@ void exp_log_epoch(Experiment *x, int epoch, ExpRow row);
 // Saves the run's state after the epochs logged so far (model weights that change, Adam moments,
 // scheduler, scaler, rows) to <results>/<name>.ckpt atomically, and rewrites the CSV.
 void exp_checkpoint(Experiment *x, const Adam *opt, const Plateau *p, const GradScaler *s);
+// Updates the message printed on Ctrl-C / SIGTERM (how many epochs are saved, how to resume).
+void exp_note_saved(const Experiment *x, int epochs_saved);
 // With --resume, restores a checkpoint of the same configuration; returns the epochs it holds
 // (0 without --resume or without a checkpoint).
 int exp_resume(Experiment *x, Adam *opt, Plateau *p, GradScaler *s);

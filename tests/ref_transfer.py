@@ -23,12 +23,16 @@ batch statistics over the training images, BatchNorm momentum=None), commits the
 bn_stats.f32 (68 KB), and the start file is rebuilt from seed + statistics, by the C helper, both
 here and in the test.
 
-Inputs, two ways:
+Inputs, three ways:
   ours         the uint8 224x224 crops that our programs decode and cache (read from the cache
                file that `build/05-fine-tuning --epochs 0` writes), normalized as torchvision does:
                only the network and training arithmetic differ between the two sides;
   torchvision  PIL decoding + ResNet34_Weights.IMAGENET1K_V1.transforms(): also covers the JPEG
-               decoder difference (libjpeg vs stb_image, at most 3/255 per pixel).
+               decoder difference (libjpeg vs stb_image, at most 3/255 per pixel);
+  ours-fp64    our crops, and the whole loop (model, inputs, optimizer) in float64, for the
+               fine-tuning variant: the distance between PyTorch's float32 run and this one is
+               what float32 rounding alone does to a fine-tuning run, the scale against which our
+               own float32 run is judged (see tests/fixtures/transfer/README.md).
 The batch order is loader_permutation(seed, epoch) of code/loader.c (tests/loader_permutation.py).
 
 Usage (from the repository root, after building into build/):
@@ -119,11 +123,14 @@ def calibrate_bn(init_path, x_train, batch):
     return np.concatenate(parts).tobytes()
 
 
-def train(variant, start_sd, xs, ys, epochs, lr, seed, batch):
+def train(variant, start_sd, xs, ys, epochs, lr, seed, batch, dtype=torch.float32):
     """The tutorial's loop. Returns [(epoch, train_loss, val_loss, val_acc, lr)]."""
     (x_tr, x_va), (y_tr, y_va) = xs, ys
     model = torchvision.models.resnet34(num_classes=37)
     model.load_state_dict(start_sd)  # the fc of the start file is kept (our --keep-fc)
+    if dtype != torch.float32:  # the same loop in float64: how far float32 rounding moves it
+        model.to(dtype)
+        x_tr, x_va = x_tr.to(dtype), x_va.to(dtype)
     if variant != "fine-tune":
         for p in model.parameters():
             p.requires_grad = False
@@ -175,7 +182,14 @@ def main():
     ap.add_argument("--seed", type=int, default=1, help="seed of the batch order (our --seed)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--epochs", default="cached-eval-bn=6,bn-train=2,fine-tune=2")
-    ap.add_argument("--inputs", default="ours,torchvision")
+    ap.add_argument("--inputs", default="ours,torchvision,ours-fp64",
+                    help="ours: our decoded crops; torchvision: PIL + transforms(); ours-fp64: "
+                         "our crops with the whole loop in float64 (for --fp64-variants only)")
+    ap.add_argument("--fp64-variants", default="fine-tune",
+                    help="variants also run in float64 (input ours-fp64)")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows of reference.csv that this run does not recompute, and "
+                         "reuse the committed bn_stats.f32")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -205,7 +219,8 @@ def main():
     # 2. calibrated BatchNorm statistics -> the start checkpoint
     x_ours = (normalize_u8(crops["trainval"]), normalize_u8(crops["test"]))
     stats = out / "bn_stats.f32"
-    stats.write_bytes(calibrate_bn(init, x_ours[0], args.batch))
+    if not (args.merge and stats.exists()):
+        stats.write_bytes(calibrate_bn(init, x_ours[0], args.batch))
     start = tmp / "start.pth"
     subprocess.run([build / "test-experiments-start", "--seed", str(args.init_seed), "--classes",
                     "37", "--bn-stats", stats, "--out", start], check=True)
@@ -213,8 +228,10 @@ def main():
 
     # 3. the reference runs
     rows = []
+    fp64_variants = args.fp64_variants.split(",")
     for inp in args.inputs.split(","):
-        if inp == "ours":
+        dtype = torch.float64 if inp == "ours-fp64" else torch.float32
+        if inp in ("ours", "ours-fp64"):
             xs = x_ours
         else:
             xs = (torchvision_inputs(args.root, names["trainval"][0]),
@@ -223,14 +240,22 @@ def main():
             print(f"torchvision vs our decoding, normalized inputs: max |diff| {d.max():.4f}, "
                   f"mean {d.mean():.6f}")
         for v in VARIANTS:
+            if inp == "ours-fp64" and v not in fp64_variants:
+                continue
             print(f"{v} on {inp} inputs, {epochs[v]} epochs, lr {lrs[v]}", flush=True)
-            for r in train(v, start_sd, xs, ys, epochs[v], lrs[v], args.seed, args.batch):
+            for r in train(v, start_sd, xs, ys, epochs[v], lrs[v], args.seed, args.batch, dtype):
                 rows.append((v, inp) + r)
 
-    with open(out / "reference.csv", "w") as f:
+    ref = out / "reference.csv"
+    lines = [f"{r[0]},{r[1]},{r[2]},{r[3]:.9g},{r[4]:.9g},{r[5]:.9g},{r[6]:.9g}" for r in rows]
+    if args.merge and ref.exists():
+        done = {(r[0], r[1]) for r in rows}
+        kept = [l for l in ref.read_text().splitlines()[1:]
+                if tuple(l.split(",")[:2]) not in done]
+        lines = kept + lines
+    with open(ref, "w") as f:
         f.write("variant,input,epoch,train_loss,val_loss,val_acc,lr\n")
-        for r in rows:
-            f.write(f"{r[0]},{r[1]},{r[2]},{r[3]:.9g},{r[4]:.9g},{r[5]:.9g},{r[6]:.9g}\n")
+        f.write("".join(l + "\n" for l in lines))
     with open(out / "params.txt", "w") as f:
         f.write(f"init_seed={args.init_seed}\nseed={args.seed}\nbatch_size={args.batch}\n"
                 f"epochs={args.epochs}\nlr_04=0.001\nlr_05=0.0001\n"

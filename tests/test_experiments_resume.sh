@@ -2,8 +2,9 @@
 # tests/test_experiments_resume.sh: an interrupted training run, resumed with --resume, ends with
 # exactly the numbers and the bytes of an uninterrupted one.
 #   test_experiments_resume.sh BUILD TMP
-# On a synthetic dataset (build/make-fake-pets: 24 training images of which one is a truncated
-# JPEG, 10 validation images of which one is missing), random weights, batches of 8:
+# On a synthetic dataset (build/make-fake-pets) limited to 12 training images (every second one:
+# 11 decodable plus a truncated JPEG) and its 10 validation images (one missing), random weights,
+# batches of 4 (several Adam steps per epoch, a short last batch):
 # - 05-fine-tuning: run A does 2 epochs; run B is killed with SIGKILL during its 2nd epoch (as soon
 #   as the first checkpoint appears), then resumed. The CSVs (every column but the seconds), the
 #   validation predictions and the final .pth must be identical, byte for byte.
@@ -15,7 +16,7 @@ TMP=$2
 fail() { echo "FAIL: $*"; exit 1; }
 rm -rf "$TMP" && mkdir -p "$TMP" || fail "cannot create $TMP"
 "$BUILD/make-fake-pets" "$TMP/fake" > /dev/null || fail "make-fake-pets failed"
-COMMON="--root $TMP/fake --weights random --seed 5 --batch-size 8 --device cpu"
+COMMON="--root $TMP/fake --limit 12 --weights random --seed 5 --batch-size 4 --device cpu"
 
 same_run() { # NAME DIR_A DIR_B: identical results apart from the timings
     for d in "$2" "$3"; do cut -d, -f1-5 "$d/$1.csv" > "$d/$1.csv.cut"; done
