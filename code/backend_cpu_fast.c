@@ -186,7 +186,7 @@ static void fast_batchnorm_backward(Backend *be, const Tensor *x, BatchNorm *bn,
     const float *xp = F(x), *dyp = F(dy), *g = F(bn->weight);
     float *dxp = dx ? F(dx) : NULL;
     float *dg = bn->dweight ? F(bn->dweight) : NULL, *db = bn->dbias ? F(bn->dbias) : NULL;
-    const int need_sums = training || dg || db;
+    const int need_sums = (dxp && training) || dg || db; // eval-mode dx needs no sums
     if (!dxp && !need_sums) return;
 #pragma omp parallel for schedule(static) if (x->numel >= PAR_MIN)
     for (int c = 0; c < C; c++) {
