@@ -572,6 +572,7 @@ int main(int argc, char **argv) {
         {2, 16, 14, 14, 32, 1, 2, 0},  {3, 32, 13, 11, 48, 3, 1, 1}, {2, 24, 15, 15, 40, 3, 2, 1},
         {2, 64, 7, 7, 64, 3, 1, 1},    {2, 64, 9, 9, 128, 1, 2, 0},  {1, 5, 10, 12, 7, 3, 1, 0},
         {2, 3, 224, 224, 64, 7, 2, 3},
+        {3, 8, 224, 224, 64, 1, 1, 0}, // 38.5 MB output: the forward runs on sub-batches 2 + 1
     };
     for (size_t i = 0; i < sizeof convs / sizeof *convs; i++) test_conv(convs[i]);
     // Batch norm: training and eval, with and without parameter gradients, with a large mean.
