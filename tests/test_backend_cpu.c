@@ -16,19 +16,7 @@
 #include "backend.h"
 #include "common.h"
 #include "train.h"
-
-static int failures = 0;
-static const char *table = "";
-
-#define CHECK(cond, ...)                                                                          \
-    do {                                                                                          \
-        if (!(cond)) {                                                                            \
-            fprintf(stderr, "FAIL [%s] %s:%d: ", table, __FILE__, __LINE__);                     \
-            fprintf(stderr, __VA_ARGS__);                                                         \
-            fputc('\n', stderr);                                                                  \
-            failures++;                                                                           \
-        }                                                                                         \
-    } while (0)
+#include "check.h"
 
 static Rng rng;
 
@@ -57,10 +45,6 @@ static double dot(const Tensor *a, const Tensor *b) {
 }
 
 static double norm(const Tensor *a) { return sqrt(dot(a, a)); }
-
-static int close_to(double got, double ref, double atol, double rtol) {
-    return fabs(got - ref) <= atol + rtol * fabs(ref);
-}
 
 // ----------------------------------------------------------------------------
 
@@ -113,7 +97,7 @@ static void test_conv(Backend *be, int n, int c, int h, int w, int k, int r, int
                     s += v, sa += fabs(v);
                 }
         double got = Y[(((size_t)in * k + ik) * P + p) * Q + q];
-        CHECK(close_to(got, s, 1e-5 * sa + 1e-6, 0), "conv forward (%d,%d,%d,%d) k%d r%d s%d p%d at (%d,%d,%d,%d): %g vs %g",
+        CHECK(approx_eq(got, s, 1e-5 * sa + 1e-6, 0), "conv forward (%d,%d,%d,%d) k%d r%d s%d p%d at (%d,%d,%d,%d): %g vs %g",
               n, c, h, w, k, r, stride, pad, in, ik, p, q, got, s);
     }
     free(X), free(W), free(Y);
@@ -188,12 +172,12 @@ static void test_batchnorm(Backend *be, int n, int c, int h, int w, int training
             for (size_t j = 0; j < hw; j += 7) {
                 size_t idx = ((size_t)i * c + ch) * hw + j;
                 double ref = (X[idx] - m_use) / sqrt(v_use + 1e-5) * G[ch] + B[ch];
-                CHECK(close_to(Y[idx], ref, 1e-5, 1e-5), "bn%s forward y[%zu] %g vs %g", training ? "train" : "eval", idx, Y[idx], ref);
+                CHECK(approx_eq(Y[idx], ref, 1e-5, 1e-5), "bn%s forward y[%zu] %g vs %g", training ? "train" : "eval", idx, Y[idx], ref);
             }
         double rm = training ? 0.9 * RM[ch] + 0.1 * mean : RM[ch];
         double rv = training ? 0.9 * RV[ch] + 0.1 * var * M / (M - 1) : RV[ch];
-        CHECK(close_to(RM2[ch], rm, 1e-6, 1e-5), "bn running_mean[%d] %g vs %g", ch, RM2[ch], rm);
-        CHECK(close_to(RV2[ch], rv, 1e-6, 1e-5), "bn running_var[%d] %g vs %g (unbiased update)", ch, RV2[ch], rv);
+        CHECK(approx_eq(RM2[ch], rm, 1e-6, 1e-5), "bn running_mean[%d] %g vs %g", ch, RM2[ch], rm);
+        CHECK(approx_eq(RV2[ch], rv, 1e-6, 1e-5), "bn running_var[%d] %g vs %g (unbiased update)", ch, RV2[ch], rv);
     }
     CHECK(bn.num_batches_tracked == (training ? 1 : 0), "num_batches_tracked %lld", (long long)bn.num_batches_tracked);
     // backward against central differences of L = <y, r>
@@ -216,7 +200,7 @@ static void test_batchnorm(Backend *be, int n, int c, int h, int w, int training
         be->tensor_upload(target, v);
         free(v);
         double fd = (lp - lm) / (2 * eps), an = t < 6 ? DX[idx] : t < 9 ? DG[idx] : DB[idx];
-        CHECK(close_to(an, fd, 5e-3, 5e-3), "bn%s backward d%s[%zu]: %g vs finite difference %g", training ? "train" : "eval",
+        CHECK(approx_eq(an, fd, 5e-3, 5e-3), "bn%s backward d%s[%zu]: %g vs finite difference %g", training ? "train" : "eval",
               t < 6 ? "x" : t < 9 ? "weight" : "bias", idx, an, fd);
     }
     // dx = NULL skips dx but still fills the parameter gradients
@@ -224,7 +208,7 @@ static void test_batchnorm(Backend *be, int n, int c, int h, int w, int training
     be->batchnorm_forward(be, x, &bn, y, training);
     be->batchnorm_backward(be, x, &bn, r, NULL, training);
     float *DB2 = host(bn.dbias);
-    CHECK(close_to(DB2[0], DB[0], 1e-6, 1e-6), "bn backward without dx: dbias %g vs %g", DB2[0], DB[0]);
+    CHECK(approx_eq(DB2[0], DB[0], 1e-6, 1e-6), "bn backward without dx: dbias %g vs %g", DB2[0], DB[0]);
     free(DB2);
     free(X), free(G), free(B), free(RM), free(RV), free(Y), free(RM2), free(RV2), free(DX), free(DG), free(DB);
     free_bn(&bn);
@@ -316,8 +300,8 @@ static void test_pools(Backend *be) {
     for (int i = 0; i < 12; i++) {
         double s = 0;
         for (int j = 0; j < 30; j++) s += A[i * 30 + j];
-        CHECK(close_to(P[i], s / 30, 1e-6, 1e-6), "avgpool[%d]", i);
-        for (int j = 0; j < 30; j++) CHECK(close_to(DA[i * 30 + j], DP[i] / 30.0, 1e-7, 1e-6), "avgpool backward[%d]", i);
+        CHECK(approx_eq(P[i], s / 30, 1e-6, 1e-6), "avgpool[%d]", i);
+        for (int j = 0; j < 30; j++) CHECK(approx_eq(DA[i * 30 + j], DP[i] / 30.0, 1e-7, 1e-6), "avgpool backward[%d]", i);
     }
     free(A), free(P), free(DP), free(DA);
     be->tensor_free(a), be->tensor_free(p), be->tensor_free(dp), be->tensor_free(da);
@@ -334,7 +318,7 @@ static void test_linear_ce(Backend *be) {
         for (int m = 0; m < M; m++) {
             double s = B[m];
             for (int k = 0; k < K; k++) s += (double)X[n * K + k] * W[m * K + k];
-            CHECK(close_to(Y[n * M + m], s, 1e-5, 1e-5), "linear y[%d,%d] %g vs %g", n, m, Y[n * M + m], s);
+            CHECK(approx_eq(Y[n * M + m], s, 1e-5, 1e-5), "linear y[%d,%d] %g vs %g", n, m, Y[n * M + m], s);
         }
     be->linear_backward(be, x, w, dy, dx, dw, db);
     double a = dot(y, dy) - dot(b, db), scale = norm(y) * norm(dy);
@@ -345,7 +329,7 @@ static void test_linear_ce(Backend *be) {
     for (int m = 0; m < M; m++) {
         double s = 0;
         for (int n = 0; n < N; n++) s += DY[n * M + m];
-        CHECK(close_to(DB[m], s, 1e-6, 1e-6), "linear db[%d]", m);
+        CHECK(approx_eq(DB[m], s, 1e-6, 1e-6), "linear db[%d]", m);
     }
     // cross-entropy on the logits y
     int labels[5] = {0, 36, 5, 5, 17};
@@ -361,11 +345,11 @@ static void test_linear_ce(Backend *be) {
         ref += lse - Y[n * M + labels[n]];
         for (int m = 0; m < M; m++) {
             double g = 0.5 * (exp(Y[n * M + m] - lse) - (m == labels[n]));
-            CHECK(close_to(DL[n * M + m], g, 1e-7, 1e-5), "cross-entropy grad[%d,%d] %g vs %g", n, m, DL[n * M + m], g);
+            CHECK(approx_eq(DL[n * M + m], g, 1e-7, 1e-5), "cross-entropy grad[%d,%d] %g vs %g", n, m, DL[n * M + m], g);
         }
     }
-    CHECK(close_to(loss, ref, 1e-9, 1e-9), "cross-entropy loss %.10g vs %.10g", loss, ref);
-    CHECK(close_to(be->cross_entropy_forward_backward(be, y, labels, NULL, 1.0f), ref, 1e-9, 1e-9), "cross-entropy without gradient");
+    CHECK(approx_eq(loss, ref, 1e-9, 1e-9), "cross-entropy loss %.10g vs %.10g", loss, ref);
+    CHECK(approx_eq(be->cross_entropy_forward_backward(be, y, labels, NULL, 1.0f), ref, 1e-9, 1e-9), "cross-entropy without gradient");
     free(X), free(W), free(B), free(Y), free(DY), free(DB), free(DL);
     Tensor *ts[] = {x, w, b, y, dy, dx, dw, db, dl};
     for (int i = 0; i < 9; i++) be->tensor_free(ts[i]);
@@ -402,7 +386,7 @@ static void test_adam(Backend *be) {
 }
 
 static void run_all(Backend *be) {
-    printf("[%s] %s\n", table, be->description);
+    printf("[%s] %s\n", check_context, be->description);
     test_tensors(be);
     // (n, c, h, w, k, r, stride, pad): ResNet's shapes in small, plus odd ones
     test_conv(be, 2, 3, 23, 19, 8, 7, 2, 3);
@@ -424,19 +408,19 @@ int main(void) {
     char err[256];
     rng_seed(&rng, 1234);
     setenv("PETS_CPU_REFERENCE", "1", 1);
-    table = "reference";
+    check_context = "reference";
     Backend *ref = backend_cpu_create(PREC_FP32, err, sizeof(err));
     if (!ref) die("%s", err);
     run_all(ref);
     backend_close(ref);
     unsetenv("PETS_CPU_REFERENCE");
-    table = "default";
+    check_context = "default";
     Backend *def = backend_cpu_create(PREC_FP32, err, sizeof(err));
     if (!def) die("%s", err);
     run_all(def);
     backend_close(def);
     // backend selection
-    table = "backend_open";
+    check_context = "backend_open";
     Backend *be = backend_open("cpu", PREC_FP32, 1, err, sizeof(err));
     CHECK(be && be->device == DEVICE_CPU, "backend_open(cpu)");
     backend_close(be);
@@ -454,10 +438,5 @@ int main(void) {
     be = backend_open("cpu", PREC_FP16, 1, err, sizeof(err));
     CHECK(be && be->precision == PREC_FP32, "cpu with fp16 falls back to fp32");
     backend_close(be);
-    if (failures) {
-        printf("FAILED: %d checks\n", failures);
-        return 1;
-    }
-    printf("all backend checks passed\n");
-    return 0;
+    return check_exit("all backend checks passed");
 }

@@ -9,8 +9,8 @@
 
 #include "backend.h"
 #include "common.h"
+#include "check.h"
 
-static int failures = 0;
 static double ATOL, RTOL;
 
 // ----------------------------------------------------------------------------
@@ -59,7 +59,7 @@ static void check(const char *what, const Pair *p) {
         // NaN must propagate where the CPU's does; infinities must match exactly
         if ((isnan(a[i]) && isnan(b[i])) || a[i] == b[i]) continue;
         double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= ATOL * (amax > 1 ? amax : 1) + RTOL * fabs(a[i]))) {
+        if (!approx_eq(b[i], a[i], ATOL * (amax > 1 ? amax : 1), RTOL)) {
             if (!bad) first = i;
             bad++;
         }
@@ -179,9 +179,9 @@ static void test_linear_loss_adam(Backend *cpu, Backend *gpu) {
     int labels[5] = {0, 36, 5, 5, 17};
     double lc = cpu->cross_entropy_forward_backward(cpu, y.c, labels, dy.c, 1.f);
     double lg = gpu->cross_entropy_forward_backward(gpu, y.g, labels, dy.g, 1.f);
-    printf("%-34s cpu %.7f gpu %.7f  %s\n", "cross entropy (sum)", lc, lg,
-           fabs(lc - lg) <= 1e-4 * fabs(lc) + 1e-5 ? "ok" : "FAIL");
-    if (!(fabs(lc - lg) <= 1e-4 * fabs(lc) + 1e-5)) failures++;
+    int loss_ok = approx_eq(lg, lc, 1e-5, 1e-4);
+    printf("%-34s cpu %.7f gpu %.7f  %s\n", "cross entropy (sum)", lc, lg, loss_ok ? "ok" : "FAIL");
+    if (!loss_ok) failures++;
     check("cross entropy dlogits", &dy);
     double lg2 = gpu->cross_entropy_forward_backward(gpu, y.g, labels, NULL, 1.f);
     printf("%-34s %s\n", "cross entropy without dlogits", lg2 == lg ? "ok" : "FAIL");
@@ -358,6 +358,5 @@ int main(int argc, char **argv) {
     test_linear_loss_adam(cpu, gpu);
     gpu->destroy(gpu);
     cpu->destroy(cpu);
-    printf("%s\n", failures ? "FAILED" : "all layers match");
-    return failures ? 1 : 0;
+    return check_exit("all layers match");
 }

@@ -12,8 +12,7 @@
 #include "common.h"
 #include "resnet34.h"
 #include "train.h"
-
-static int failures = 0;
+#include "check.h"
 
 static void compare(const char *what, const float *ref, const float *got, size_t n, double atol, double rtol) {
     double amax = 0, worst = 0;
@@ -21,7 +20,7 @@ static void compare(const char *what, const float *ref, const float *got, size_t
     size_t bad = 0;
     for (size_t i = 0; i < n; i++) {
         double d = fabs((double)ref[i] - (double)got[i]);
-        if (!(d <= atol * (amax > 1 ? amax : 1) + rtol * fabs(ref[i]))) bad++;
+        if (!approx_eq(got[i], ref[i], atol * (amax > 1 ? amax : 1), rtol)) bad++;
         if (d > worst || isnan(d)) worst = d;
     }
     if (bad || getenv("VERBOSE"))
@@ -82,7 +81,8 @@ int main(int argc, char **argv) {
     double loss_c = resnet34_loss(mc, labels, 0, 1, gscale, NULL);
     double loss_g = resnet34_loss(mg, labels, 0, 1, gscale, NULL);
     printf("train loss: cpu %.6f gpu %.6f\n", loss_c, loss_g);
-    if (!(fabs(loss_c - loss_g) <= (half ? 2e-2 : 1e-4) * fabs(loss_c) + 1e-4)) failures++;
+    CHECK(approx_eq(loss_g, loss_c, 1e-4, half ? 2e-2 : 1e-4), "train loss: cpu %.6f gpu %.6f",
+          loss_c, loss_g);
     for (int i = 0; i < resnet34_num_params(mc); i++) {
         Param *pc = resnet34_param(mc, i), *pg = resnet34_param(mg, i);
         Tensor *tc = pc->kind == PARAM_WEIGHT ? pc->grad : pc->value;
@@ -116,9 +116,8 @@ int main(int argc, char **argv) {
         loss_c = resnet34_loss(mc, labels, 0, 1, gscale, NULL);
         loss_g = resnet34_loss(mg, labels, 0, 1, gscale, NULL);
         printf("adam step %d: loss cpu %.6f gpu %.6f\n", s + 2, loss_c, loss_g);
-        if (!(fabs(loss_c - loss_g) <= (half ? 1e-1 : 2e-2) * fabs(loss_c) +
-                                           (half ? 2e-2 : 2e-3) * fabs(loss_first)))
-            failures++;
+        CHECK(approx_eq(loss_g, loss_c, (half ? 2e-2 : 2e-3) * fabs(loss_first), half ? 1e-1 : 2e-2),
+              "adam step %d: loss cpu %.6f gpu %.6f", s + 2, loss_c, loss_g);
         adam_step(&oc, mc, 1.f / gscale), adam_step(&og, mg, 1.f / gscale);
     }
     // the weights the GPU trained are the ones its forward uses (no stale fp16 weight copies):
@@ -179,6 +178,5 @@ int main(int argc, char **argv) {
     free(x);
     resnet34_free(mc), resnet34_free(mg);
     gpu->destroy(gpu), cpu->destroy(cpu);
-    printf("%s\n", failures ? "FAILED" : "the network matches the CPU backend");
-    return failures ? 1 : 0;
+    return check_exit("the network matches the CPU backend");
 }

@@ -11,23 +11,7 @@
 
 #include "common.h"
 #include "dataset.h"
-
-static int failures = 0;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
-
-static void write_text(const char *path, const char *text) {
-    char err[512];
-    if (mkdir_parent(path) || write_file_atomic(path, text, strlen(text), err, sizeof err))
-        die("cannot write %s: %s", path, err);
-}
+#include "check.h"
 
 static void test_class_names(void) {
     // expected values are Python's " ".join(p.title() for p in name.rsplit("_", 1)[0].split("_"))
@@ -190,24 +174,14 @@ static int test_shared(const char *dir) {
 }
 
 int main(int argc, char **argv) {
-    int rc = 0;
     if (argc == 3 && strcmp(argv[1], "--shared") == 0) {
-        rc = test_shared(argv[2]);
-        if (rc == 77) return 77;
+        if (test_shared(argv[2]) == 77) return 77;
     } else if (argc == 2) {
-        char *cmd = xasprintf("rm -rf '%s'", argv[1]);
-        if (system(cmd) != 0) die("cannot clean %s", argv[1]);
-        free(cmd);
-        mkdir_p(argv[1]);
+        fresh_dir(argv[1]);
         test_class_names();
         test_synthetic(argv[1]);
     } else {
         die("usage: test-dataset TMPDIR | test-dataset --shared DIR");
     }
-    if (failures) {
-        fprintf(stderr, "test-dataset: %d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("test-dataset: all checks passed\n");
-    return 0;
+    return check_exit("test-dataset: all checks passed");
 }

@@ -11,17 +11,8 @@
 
 #include "common.h"
 #include "docgen.h"
+#include "check.h"
 
-static int failures = 0;
-#define CHECK(cond, ...)                                                    \
-    do {                                                                    \
-        if (!(cond)) {                                                      \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-            fprintf(stderr, __VA_ARGS__);                                   \
-            fputc('\n', stderr);                                            \
-            failures++;                                                     \
-        }                                                                   \
-    } while (0)
 static void check_str(int line, const char *got, const char *want) {
     if (got && strcmp(got, want) == 0) return;
     fprintf(stderr, "FAIL %s:%d: got [%s], want [%s]\n", __FILE__, line, got ? got : "(null)", want);
@@ -34,11 +25,6 @@ static void check_has(int line, const char *hay, const char *needle) {
 }
 #define CHECK_STR(got, want) check_str(__LINE__, (got), (want))
 #define CHECK_HAS(hay, needle) check_has(__LINE__, (hay), (needle))
-
-static void write_text(const char *path, const char *text) {
-    char err[256];
-    if (write_file_atomic(path, text, strlen(text), err, sizeof err)) die("%s", err);
-}
 
 // ----------------------------------------------------------------------------
 
@@ -402,20 +388,12 @@ int main(int argc, char **argv) {
     char *docgen = realpath(argv[1], NULL);
     const char *dir = argv[2];
     if (!docgen) die("%s: not found", argv[1]);
-    char *cmd = xasprintf("rm -rf '%s'", dir);
-    if (system(cmd) != 0) die("cannot clear %s", dir);
-    free(cmd);
-    if (mkdir_p(dir)) die("cannot create %s", dir);
+    fresh_dir(dir);
     test_json();
     test_format();
     test_regions();
     test_expand(dir);
     test_program(docgen, dir);
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
     free(docgen);
-    printf("docgen: all checks passed\n");
-    return 0;
+    return check_exit("docgen: all checks passed");
 }

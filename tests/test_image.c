@@ -24,17 +24,7 @@
 
 #include "common.h"
 #include "image.h"
-
-static int failures = 0;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#include "check.h"
 
 // Decoding `buf` must fail with a message that contains `want`.
 static void expect_error(const uint8_t *buf, size_t n, const char *name, const char *want) {
@@ -376,20 +366,13 @@ static int test_shared(const char *root) {
 int main(int argc, char **argv) {
     if (argc != 3 && !(argc == 5 && !strcmp(argv[3], "--shared")))
         die("usage: test-image FIXTURE_DIR TMP_DIR [--shared DIR]");
-    int rc = 0;
     if (argc == 5) {
-        rc = test_shared(argv[4]);
-        if (rc == 77) return 77;
+        if (test_shared(argv[4]) == 77) return 77;
     } else {
         test_formats(argv[1]);
         test_probe();
         test_bad_input(argv[1], argv[2]);
         test_write_png(argv[2]);
     }
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("all image checks passed\n");
-    return rc;
+    return check_exit("all image checks passed");
 }

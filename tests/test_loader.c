@@ -12,17 +12,7 @@
 
 #include "common.h"
 #include "loader.h"
-
-static int failures = 0;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#include "check.h"
 
 #define SAMPLE 37 // bytes per sample (odd on purpose)
 
@@ -256,10 +246,5 @@ int main(void) {
     test_failures();
     test_bounded();
     test_abandon();
-    if (failures) {
-        fprintf(stderr, "test-loader: %d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("test-loader: all checks passed\n");
-    return 0;
+    return check_exit("test-loader: all checks passed");
 }

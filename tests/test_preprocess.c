@@ -16,17 +16,7 @@
 #include "common.h"
 #include "image.h"
 #include "preprocess.h"
-
-static int failures = 0;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#include "check.h"
 
 // ----------------------------------------------------------------------------
 // the synthetic image and the hash of tests/ref_preprocess.py
@@ -127,10 +117,9 @@ static int test_synthetic(const char *dir) {
 }
 
 static void test_normalize(const char *dir) {
-    char *path = xasprintf("%s/normalize.f32", dir), err[512];
+    char *path = xasprintf("%s/normalize.f32", dir);
     size_t n;
-    uint8_t *buf = read_file(path, &n, 0, err, sizeof err);
-    if (!buf) die("%s", err);
+    uint8_t *buf = read_or_die(path, &n, 0);
     if (n != 3 * 256 * sizeof(float)) die("%s: %zu bytes, expected %d", path, n, 3 * 256 * 4);
     float ref[3][256];
     memcpy(ref, buf, n);
@@ -228,10 +217,5 @@ int main(int argc, char **argv) {
     test_normalize(argv[1]);
     test_synthetic(argv[1]);
     test_fast_vs_ref();
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("all preprocess checks passed\n");
-    return 0;
+    return check_exit("all preprocess checks passed");
 }

@@ -23,17 +23,7 @@
 #include "common.h"
 #include "image.h"
 #include "preprocess.h"
-
-static int failures = 0;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#include "check.h"
 
 #define CROP_BYTES ((size_t)PREP_CROP * PREP_CROP * 3)
 #define JPEG_MAX_LIMIT PREP_TV_JPEG_MAX_LIMIT   // 0.07
@@ -141,11 +131,9 @@ static void test_jpeg_sample(const char *fixtures, const char *images) {
 
 // Every real JPEG through the 16x16 block sums of torchvision's crop.
 static void test_jpeg_blocks(const char *fixtures, const char *images) {
-    char err[512];
     char *path = xasprintf("%s/real/jpeg_blocks.bin", fixtures);
     size_t n;
-    uint8_t *buf = read_file(path, &n, 0, err, sizeof err);
-    if (!buf) die("%s", err);
+    uint8_t *buf = read_or_die(path, &n, 0);
     const size_t rec = 64 + 14 * 14 * 3 * 2;
     uint32_t count;
     if (n < 12 || memcmp(buf, "PETBLK1\n", 8)) die("%s: not a block-sum file", path);
@@ -237,10 +225,5 @@ int main(int argc, char **argv) {
     test_jpeg_sample(argv[1], images);
     test_jpeg_blocks(argv[1], images);
     free(images);
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("all real-image preprocess checks passed\n");
-    return 0;
+    return check_exit("all real-image preprocess checks passed");
 }

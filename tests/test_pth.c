@@ -13,17 +13,7 @@
 #include "pickle.h"
 #include "pth.h"
 #include "zip.h"
-
-static int failures = 0;
-#define CHECK(cond, ...)                                                                          \
-    do {                                                                                          \
-        if (!(cond)) {                                                                            \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                  \
-            fprintf(stderr, __VA_ARGS__);                                                         \
-            fprintf(stderr, "\n");                                                                \
-            failures++;                                                                           \
-        }                                                                                         \
-    } while (0)
+#include "check.h"
 
 // ----------------------------------------------------------------------------
 // expected values (NAME.txt from ref_pth.py)
@@ -147,16 +137,9 @@ static void write_expect(const StateDict *sd, FILE *f) {
     }
 }
 
-static uint8_t *slurp(const char *path, size_t *n) {
-    char err[512];
-    uint8_t *b = read_file(path, n, 0, err, sizeof err);
-    if (!b) die("%s", err);
-    return b;
-}
-
 static int files_equal(const char *a, const char *b) {
     size_t na, nb;
-    uint8_t *x = slurp(a, &na), *y = slurp(b, &nb);
+    uint8_t *x = read_or_die(a, &na, 0), *y = read_or_die(b, &nb, 0);
     size_t first = 0;
     while (first < na && first < nb && x[first] == y[first]) first++;
     int eq = na == nb && first == na;
@@ -362,7 +345,7 @@ static void test_sd_helpers(const char *out) {
     snprintf(path, sizeof path, "%s/pth_atomic.pth", out);
     CHECK(pth_save(path, &sd, NULL, err, sizeof err) == 0, "%s", err);
     size_t n0, n1;
-    uint8_t *before = slurp(path, &n0);
+    uint8_t *before = read_or_die(path, &n0, 0);
     sd.t[1].numel = 7; // inconsistent with its shape: refused before anything is written
     CHECK(pth_save(path, &sd, NULL, err, sizeof err) != 0 && strstr(err, "'b'"),
           "inconsistent tensor should be refused: %s", err);
@@ -370,7 +353,7 @@ static void test_sd_helpers(const char *out) {
     sd_add(&sd, "a", PTH_F32, 0, NULL, v);
     CHECK(pth_save(path, &sd, NULL, err, sizeof err) != 0 && strstr(err, "appears twice"),
           "duplicate key should be refused: %s", err);
-    uint8_t *after = slurp(path, &n1);
+    uint8_t *after = read_or_die(path, &n1, 0);
     CHECK(n0 == n1 && memcmp(before, after, n0) == 0, "failed save changed the file");
     free(before);
     free(after);
@@ -451,10 +434,5 @@ int main(int argc, char **argv) {
     test_variants(fix, out);
     test_c_written(fix, out);
     test_sd_helpers(out);
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("all pth tests passed\n");
-    return 0;
+    return check_exit("all pth tests passed");
 }

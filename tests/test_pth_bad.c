@@ -12,8 +12,8 @@
 #include "pickle.h"
 #include "pth.h"
 #include "zip.h"
+#include "check.h"
 
-static int failures = 0;
 static char err[1024];
 
 // Loads from memory; expects failure with every `want` substring in the message.
@@ -520,8 +520,7 @@ int main(int argc, char **argv) {
     char path[1024];
     snprintf(path, sizeof path, "%s/dtypes.pth", argv[1]);
     size_t n;
-    uint8_t *buf = read_file(path, &n, 0, err, sizeof err);
-    if (!buf) die("%s", err);
+    uint8_t *buf = read_or_die(path, &n, 0);
     load_ok(buf, n, "intact fixture");
     test_truncation(buf, n);
     test_pickle_truncation(buf, n);
@@ -531,10 +530,5 @@ int main(int argc, char **argv) {
     test_zip_damage(buf, n);
     test_not_checkpoints(argv[1], argv[2]);
     free(buf);
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("all bad-input tests passed\n");
-    return 0;
+    return check_exit("all bad-input tests passed");
 }

@@ -11,6 +11,7 @@
 // Usage: test-resnet34 FIXTURE_DIR [CASE...]   (PETS_CPU_REFERENCE=1 checks the naive kernels)
 #include "test_resnet34_util.h"
 #include "train.h"
+#include "check.h"
 
 // Tolerances. atol is relative to the scale of the tensor compared (its largest |value|, or the
 // root mean square for sampled gradients), since values range over orders of magnitude.
@@ -31,7 +32,6 @@ static ErrStat stats[NKIND] = {
     {.kind = "grad checksums"}, {.kind = "grad samples"}, {.kind = "running stats"},
     {.kind = "adam losses"}, {.kind = "init checksums"},
 };
-static int failures = 0;
 
 static void fail(const char *fmt, const char *a) {
     fprintf(stderr, "FAIL: ");
@@ -245,10 +245,5 @@ int main(int argc, char **argv) {
         failures += stats[i].failed > 0;
     }
     backend_close(be);
-    if (failures) {
-        printf("FAILED (%d)\n", failures);
-        return 1;
-    }
-    printf("all values within tolerance\n");
-    return 0;
+    return check_exit("all values within tolerance");
 }

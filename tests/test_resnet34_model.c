@@ -14,18 +14,7 @@
 
 #include "test_resnet34_util.h"
 #include "train.h"
-
-static int failures = 0;
-
-#define CHECK(cond, ...)                                                                          \
-    do {                                                                                          \
-        if (!(cond)) {                                                                            \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                 \
-            fprintf(stderr, __VA_ARGS__);                                                         \
-            fputc('\n', stderr);                                                                  \
-            failures++;                                                                           \
-        }                                                                                         \
-    } while (0)
+#include "check.h"
 
 enum { N = 3, H = 32, W = 32, K = 10 };
 
@@ -384,10 +373,5 @@ int main(void) {
     test_checkpoints(be, x);
     free(x);
     backend_close(be);
-    if (failures) {
-        printf("FAILED: %d checks\n", failures);
-        return 1;
-    }
-    printf("all model checks passed\n");
-    return 0;
+    return check_exit("all model checks passed");
 }

@@ -130,7 +130,7 @@ static void test_plateau(const char *dir) {
                 size_t l = strlen(log);
                 snprintf(log + l, sizeof log - l, "%s step %zu (loss %g): lr %.9g, want %.9g\n",
                          cases[c], i + 1, losses->v[i], (double)lr, want);
-                g_failures++;
+                failures++;
             }
         }
     }
@@ -145,11 +145,10 @@ static void test_plateau(const char *dir) {
     char *got = xcalloc((size_t)n + 1, 1);
     CHECK(fread(got, 1, (size_t)n, cap) == (size_t)n, "reading captured output");
     fclose(cap);
-    char path[600], err[700];
+    char path[600];
     snprintf(path, sizeof path, "%s/plateau_messages.txt", dir);
     size_t wn;
-    char *want = (char *)read_file(path, &wn, 1 << 20, err, sizeof err);
-    if (!want) die("%s", err);
+    char *want = (char *)read_or_die(path, &wn, 1 << 20);
     CHECK((size_t)n == wn && !memcmp(got, want, wn), "messages differ:\n--- ours\n%s--- PyTorch\n%.*s",
           got, (int)wn, want);
     printf("  %d reductions; %ld bytes of messages identical to PyTorch's\n", reductions, n);
@@ -264,10 +263,5 @@ int main(int argc, char **argv) {
     test_plateau(argv[1]);
     test_scaler(argv[1]);
     test_adam_scalars();
-    if (g_failures) {
-        fprintf(stderr, "%d check(s) failed\n", g_failures);
-        return 1;
-    }
-    printf("all train checks passed\n");
-    return 0;
+    return check_exit("all train checks passed");
 }

@@ -149,9 +149,9 @@ static void test_adam_update(Backend *be, const char *dir) {
             check_close("case a exp_avg", got, fix_get(&fx, "a.m")->v, numel, 1e-6, 1e-6);
             free(got);
             got = download(v);
-            int before = g_failures;
+            int before = failures;
             check_close("case a exp_avg_sq", got, fix_get(&fx, "a.v")->v, numel, 1e-9, 2e-6);
-            if (g_failures > before) adam_hint();
+            if (failures > before) adam_hint();
             free(got);
         }
         be->tensor_free(p);
@@ -238,9 +238,9 @@ static void test_adam_step(Backend *be, const char *dir) {
         for (size_t i = 0; i < idx->numel; i++) sub[i] = mm[(size_t)idx->v[i]];
         check_close("fc.weight exp_avg", sub, fix_get(&fx, "w_m")->v, idx->numel, 1e-6, 1e-6);
         for (size_t i = 0; i < idx->numel; i++) sub[i] = vv[(size_t)idx->v[i]];
-        int before = g_failures;
+        int before = failures;
         check_close("fc.weight exp_avg_sq", sub, fix_get(&fx, "w_v")->v, idx->numel, 1e-9, 2e-6);
-        if (g_failures > before) adam_hint();
+        if (failures > before) adam_hint();
         free(mm);
         free(vv);
     }
@@ -286,10 +286,5 @@ int main(int argc, char **argv) {
     test_adam_update(be, argv[1]);
     test_adam_step(be, argv[1]);
     backend_close(be);
-    if (g_failures) {
-        fprintf(stderr, "%d check(s) failed\n", g_failures);
-        return 1;
-    }
-    printf("all backend training checks passed\n");
-    return 0;
+    return check_exit("all backend training checks passed");
 }

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "common.h"
 
 typedef struct {
@@ -83,18 +84,7 @@ static inline void fix_free(Fixture *fx) {
 }
 
 // ----------------------------------------------------------------------------
-// checks: every failure is printed and counted; main returns non-zero if any failed.
-static int g_failures = 0;
-
-#define CHECK(cond, ...)                                                                         \
-    do {                                                                                         \
-        if (!(cond)) {                                                                           \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                 \
-            fprintf(stderr, __VA_ARGS__);                                                        \
-            fprintf(stderr, "\n");                                                               \
-            g_failures++;                                                                        \
-        }                                                                                        \
-    } while (0)
+// comparisons (CHECK and approx_eq come from check.h)
 
 // Compares got[i] with ref[i] for i < n, |got - ref| <= atol + rtol |ref|; prints the worst
 // error and returns it. NaN in got never passes.
@@ -104,7 +94,7 @@ static inline double check_close(const char *what, const float *got, const doubl
     size_t bad = 0, first_bad = 0;
     for (size_t i = 0; i < n; i++) {
         double d = fabs((double)got[i] - ref[i]);
-        if (!(d <= atol + rtol * fabs(ref[i]))) {
+        if (!approx_eq(got[i], ref[i], atol, rtol)) {
             if (!bad) first_bad = i;
             bad++;
         }
