@@ -24,13 +24,14 @@ static const char ABOUT[] =
     "Oxford-IIIT Pet (BatchNorm in train mode, shuffled batches), checkpointing every epoch.";
 
 // region: defaults
-// Learning rate and length. Fine-tuning starts from weights that already work, so steps must be
-// small enough not to wreck them: the usual choice for Adam on a pretrained ResNet is 1e-4, ten
-// times below Adam's 1e-3 default that chapter 4 uses for its new head (Kornblith, Shlens and Le,
-// "Do Better ImageNet Models Transfer Better?", CVPR 2019, find fine-tuning works best with a
-// smaller rate than training from scratch; fast.ai's and Keras' transfer-learning guides use
-// 1e-4 for Adam on unfrozen backbones). Adam normalizes each step by the gradient's running RMS,
-// so the 'sum' reduction (gradients 32x those of 'mean') does not change what the rate means.
+// Learning rate and length. Fine-tuning starts from weights that already work, so its steps must
+// be small enough not to wreck them, yet the new head starts from scratch and must learn fast.
+// Common recipes: Keras's transfer-learning guide fine-tunes the whole network with Adam at 1e-5
+// once the head is trained; fastai's fine_tune gives the unfrozen network rates from about 1e-5
+// (first layers) to 1e-3 (head). With a single rate for every
+// layer and an untrained head we take 1e-4: ten times below the 1e-3 that chapter 4 gives the
+// head alone, between those two ends. Adam divides each step by the gradient's running RMS, so
+// the 'sum' reduction (gradients 32x those of 'mean') does not change what the rate means.
 // Ten epochs: a pretrained network adapts within a few epochs on 3680 images, and the plateau
 // scheduler (patience 2) still gets the chance to lower the rate once the validation loss stalls.
 #define FT_LR 1e-4f
@@ -106,7 +107,12 @@ int main(int argc, char **argv) {
         XBatch b;
         source_start(train, epoch, "train"); // a new shuffle every epoch, from the seed
         while (source_next(train, &b)) {
-            resnet34_forward(model, b.x, b.n, PREP_CROP, PREP_CROP, /*bn_train=*/1); // model.train()
+            // model.train(): every BatchNorm normalizes with this batch's statistics and moves
+            // its running statistics towards them (momentum 0.1); validation uses the latter.
+            resnet34_forward(model, b.x, b.n, PREP_CROP, PREP_CROP, /*bn_train=*/1);
+            // With fp16 (GPU) the loss is scaled before backward so that small gradients survive
+            // in half precision; a step whose gradients overflowed is skipped and the scale
+            // halved, as torch.cuda.amp.GradScaler does. In fp32 the scale is 1 and never moves.
             float scale = exp_loss_scale(&x, &scaler);
             train_loss += resnet34_loss(model, b.label, /*mean=*/0, /*backward=*/1, scale, NULL);
             int overflow = scaler.enabled && resnet34_grads_nonfinite(model);

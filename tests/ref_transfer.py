@@ -29,10 +29,12 @@ Inputs, three ways:
                only the network and training arithmetic differ between the two sides;
   torchvision  PIL decoding + ResNet34_Weights.IMAGENET1K_V1.transforms(): also covers the JPEG
                decoder difference (libjpeg vs stb_image, at most 3/255 per pixel);
-  ours-fp64    our crops, and the whole loop (model, inputs, optimizer) in float64, for the
-               fine-tuning variant: the distance between PyTorch's float32 run and this one is
-               what float32 rounding alone does to a fine-tuning run, the scale against which our
-               own float32 run is judged (see tests/fixtures/transfer/README.md).
+  ours-fp64    our crops, and the whole loop (model, inputs, optimizer) in float64;
+  ours-jitter  our crops, each value moved by about one float32 rounding step (relative 2^-24
+               times a normal draw, seeded), the loop in float32.
+               These two (run for --fp64-variants only) measure how far float32 rounding alone
+               moves a run: the scale against which our own float32 run is judged (see
+               tests/fixtures/transfer/README.md).
 The batch order is loader_permutation(seed, epoch) of code/loader.c (tests/loader_permutation.py).
 
 Usage (from the repository root, after building into build/):
@@ -182,11 +184,12 @@ def main():
     ap.add_argument("--seed", type=int, default=1, help="seed of the batch order (our --seed)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--epochs", default="cached-eval-bn=6,bn-train=2,fine-tune=2")
-    ap.add_argument("--inputs", default="ours,torchvision,ours-fp64",
+    ap.add_argument("--inputs", default="ours,torchvision,ours-fp64,ours-jitter",
                     help="ours: our decoded crops; torchvision: PIL + transforms(); ours-fp64: "
-                         "our crops with the whole loop in float64 (for --fp64-variants only)")
-    ap.add_argument("--fp64-variants", default="fine-tune",
-                    help="variants also run in float64 (input ours-fp64)")
+                         "our crops with the whole loop in float64; ours-jitter: our crops moved "
+                         "by a float32 rounding step (these two for --fp64-variants only)")
+    ap.add_argument("--fp64-variants", default="bn-train,fine-tune",
+                    help="variants also run as ours-fp64 and ours-jitter")
     ap.add_argument("--merge", action="store_true",
                     help="keep the rows of reference.csv that this run does not recompute, and "
                          "reuse the committed bn_stats.f32")
@@ -233,6 +236,11 @@ def main():
         dtype = torch.float64 if inp == "ours-fp64" else torch.float32
         if inp in ("ours", "ours-fp64"):
             xs = x_ours
+        elif inp == "ours-jitter":  # every input value moved by about one float32 rounding step
+            g = torch.Generator().manual_seed(0)
+            xs = tuple(x * (1 + 2.0 ** -24 * torch.randn(x.shape, generator=g)) for x in x_ours)
+            d = (xs[0] - x_ours[0]).abs()
+            print(f"jitter: {(d > 0).float().mean():.3f} of the inputs moved, max |diff| {d.max():.3g}")
         else:
             xs = (torchvision_inputs(args.root, names["trainval"][0]),
                   torchvision_inputs(args.root, names["test"][0]))
@@ -240,7 +248,7 @@ def main():
             print(f"torchvision vs our decoding, normalized inputs: max |diff| {d.max():.4f}, "
                   f"mean {d.mean():.6f}")
         for v in VARIANTS:
-            if inp == "ours-fp64" and v not in fp64_variants:
+            if inp in ("ours-fp64", "ours-jitter") and v not in fp64_variants:
                 continue
             print(f"{v} on {inp} inputs, {epochs[v]} epochs, lr {lrs[v]}", flush=True)
             for r in train(v, start_sd, xs, ys, epochs[v], lrs[v], args.seed, args.batch, dtype):

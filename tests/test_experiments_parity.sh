@@ -8,18 +8,21 @@
 #
 # Both sides start from the same checkpoint (build/test-experiments-start: seeded random ResNet34 +
 # committed calibrated BatchNorm statistics; our programs keep its fc with --keep-fc), use the
-# same batch order (loader_permutation) and the same pixels (the reference fed our decoded crops).
-# Tolerances, and why:
-# - losses: |ours - ref| <= 1e-4 + 2e-3 |ref|. Same math in float32, different summation orders
-#   (oneDNN's convolution algorithms vs PyTorch's, blocked vs naive reductions) give relative
-#   differences ~1e-6 in one forward; Adam amplifies them early on (its first steps move every
-#   weight by ~lr whatever the gradient's size, so a gradient component near zero can flip sign)
-#   and the drift over 2-6 epochs stays well below 2e-3 (measured values in the fixture README).
-# - accuracy: at most 2 of the 298 validation images may change their top-1 class (a logit near
-#   a tie flips with a 1e-6 change); a real bug moves far more.
-# - learning rate: identical (the scheduler must reduce in the same epochs).
-# And, as information plus a looser check, against PyTorch fed torchvision's own decoding (libjpeg
-# vs stb_image, at most 3/255 per pixel): losses within 1e-3 + 3e-2 |ref|, accuracy within 6 images.
+# same batch order (loader_permutation) and, for the main comparison, the same pixels (the
+# reference fed our decoded crops). Tolerances (relative, per epoch; measured values and the
+# reasoning in tests/fixtures/transfer/README.md):
+# - 04 (cached-eval-bn, bn-train), same pixels: losses 1e-4, accuracy 1 image of 298. The math is
+#   the same float32 math in another order; measured here: <= 7e-8 and 0 images. Other CPUs pick
+#   other oneDNN kernels (other summation orders, ~1e-6 per forward), hence the margin; any real
+#   mistake (BatchNorm mode, loss reduction, batch order, scheduler) moves them by > 1e-2.
+# - 05 (fine-tune): train loss 2e-3 in epoch 1 then 3e-2, val loss 0.1 then 0.5, accuracy 20
+#   images. Training every layer of a random network is chaotic: moving PyTorch's own inputs by
+#   one float32 rounding step (the ours-jitter rows) changes its validation accuracy by 12 images
+#   in epoch 1 and its validation loss by 15% in epoch 2, so only the first epoch's training loss
+#   can be held tightly; the looser bounds still catch a broken backward pass, optimizer or
+#   BatchNorm update, which change the losses by far more.
+# - against PyTorch fed torchvision's own decoding (libjpeg vs stb_image, <= 3/255 per pixel):
+#   04 losses 2e-3 and 6 images; 05 as above.
 set -u
 BUILD=$1
 TMP=$2
@@ -44,6 +47,13 @@ SUM=$(sha256sum "$TMP/start.pth" | cut -d' ' -f1)
 [ "$SUM" = "$(param start_sha256)" ] ||
     fail "the starting checkpoint differs from the reference's ($SUM); resnet34_init_random or the pth writer changed: rerun tests/ref_transfer.py"
 
+# tolerances: train-loss rtol, val-loss rtol, accuracy images (same pixels; torchvision's pixels)
+case $VARIANT in
+cached-eval-bn | bn-train)
+    TOL="1e-4 1e-4 1"; TOL_TV="2e-3 2e-3 6" ;;
+fine-tune)
+    TOL="2e-3,3e-2 0.1,0.5 20"; TOL_TV="2e-3,3e-2 0.1,0.5 20" ;;
+esac
 case $VARIANT in
 cached-eval-bn) PROG=04-feature-extraction; EXTRA=""; NAME=04-feature-extraction; EPOCHS=6 ;;
 bn-train) PROG=04-feature-extraction; EXTRA="--bn-train"; NAME=04-feature-extraction-bn-train; EPOCHS=2 ;;
@@ -74,8 +84,15 @@ grep -c '^Epoch: ' "$TMP/out" | grep -qx "$EPOCHS" || fail "expected $EPOCHS epo
 "$BUILD/05-fine-tuning" --root "$SHARED" --weights "$R/$NAME.pth" --keep-fc --epochs 0 --device cpu \
     --results "$TMP/reload" > /dev/null 2> "$TMP/err" || fail "cannot reload $NAME.pth: $(cat "$TMP/err")"
 
-"$BUILD/test-experiments-compare" "$FIX/reference.csv" "$VARIANT" ours "$R/$NAME.csv" \
-    2e-3 1e-4 2 298 || fail "$VARIANT differs from PyTorch (same pixels)"
-"$BUILD/test-experiments-compare" "$FIX/reference.csv" "$VARIANT" torchvision "$R/$NAME.csv" \
-    3e-2 1e-3 6 298 || fail "$VARIANT differs from PyTorch (torchvision's decoding)"
+# shellcheck disable=SC2086
+"$BUILD/test-experiments-compare" "$FIX/reference.csv" "$VARIANT" ours "$R/$NAME.csv" 298 $TOL ||
+    fail "$VARIANT differs from PyTorch (same pixels)"
+# shellcheck disable=SC2086
+"$BUILD/test-experiments-compare" "$FIX/reference.csv" "$VARIANT" torchvision "$R/$NAME.csv" 298 $TOL_TV ||
+    fail "$VARIANT differs from PyTorch (torchvision's decoding)"
+for input in ours-fp64 ours-jitter; do # information: PyTorch in float64, PyTorch jittered
+    grep -q "^$VARIANT,$input," "$FIX/reference.csv" &&
+        "$BUILD/test-experiments-compare" "$FIX/reference.csv" "$VARIANT" $input "$R/$NAME.csv" \
+            298 1 1 298 | sed 's/^/  [info] /'
+done
 echo "PASS"
