@@ -14,6 +14,7 @@ add_executable(test-experiments-compare tests/test_experiments_compare.c)
 target_link_libraries(test-experiments-compare PRIVATE m)
 add_executable(test-experiments-unit tests/test_experiments_unit.c)
 target_link_libraries(test-experiments-unit PRIVATE experiment)
+target_include_directories(test-experiments-unit PRIVATE tests)
 
 add_test(NAME experiments-unit COMMAND test-experiments-unit ${CMAKE_CURRENT_BINARY_DIR}/experiments-unit.tmp)
 foreach(t resume bad-input)

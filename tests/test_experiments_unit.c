@@ -8,20 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "common.h"
 #include "experiment.h"
 #include "sha256.h"
-
-static int failures = 0;
-#define CHECK(cond, ...)                                                                         \
-    do {                                                                                         \
-        if (!(cond)) {                                                                           \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);                                          \
-            printf(__VA_ARGS__);                                                                 \
-            printf("\n");                                                                        \
-            failures++;                                                                          \
-        }                                                                                        \
-    } while (0)
 
 static void hex_of(const void *data, size_t n, size_t piece, char hex[65]) {
     Sha256 s;
@@ -97,6 +87,5 @@ int main(int argc, char **argv) {
     if (mkdir_p(argv[1])) die("%s: cannot create", argv[1]);
     test_sha256();
     test_cache(argv[1]);
-    printf("%s\n", failures ? "FAILED" : "PASS");
-    return failures ? 1 : 0;
+    return check_exit("PASS");
 }
