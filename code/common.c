@@ -58,13 +58,17 @@ char *xstrdup(const char *s) {
     return d;
 }
 
+char *xvasprintf(const char *fmt, va_list ap) {
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0) die("out of memory formatting a string");
+    return s;
+}
+
 char *xasprintf(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    char *s = NULL;
-    int n = vasprintf(&s, fmt, ap);
+    char *s = xvasprintf(fmt, ap);
     va_end(ap);
-    if (n < 0) die("out of memory formatting a string");
     return s;
 }
 

@@ -5,6 +5,7 @@
 #ifndef COMMON_H
 #define COMMON_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -24,6 +25,8 @@ void *xrealloc(void *p, size_t bytes);
 char *xstrdup(const char *s);
 // printf into a new heap string.
 __attribute__((format(printf, 1, 2))) char *xasprintf(const char *fmt, ...);
+// The same with a va_list.
+__attribute__((format(printf, 1, 0))) char *xvasprintf(const char *fmt, va_list ap);
 
 // Overflow-checked size arithmetic: returns 0 and stores the result, or -1 on overflow.
 int size_mul(size_t a, size_t b, size_t *out);

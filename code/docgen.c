@@ -36,11 +36,9 @@ static void buf_putc(Buf *b, char c) { buf_add(b, &c, 1); }
 __attribute__((format(printf, 2, 3))) static void buf_printf(Buf *b, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    char *s = NULL;
-    int n = vasprintf(&s, fmt, ap);
+    char *s = xvasprintf(fmt, ap);
     va_end(ap);
-    if (n < 0) die("out of memory formatting a string");
-    buf_add(b, s, (size_t)n);
+    buf_puts(b, s);
     free(s);
 }
 static char *buf_take(Buf *b) {
