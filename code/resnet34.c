@@ -243,6 +243,13 @@ static BN *bn_of_running_var(ResNet34 *m, const Param *p) {
     return NULL;
 }
 
+// The state-dict key of the num_batches_tracked counter beside running_var parameter p
+// ("layer1.0.bn1.running_var" -> "layer1.0.bn1.num_batches_tracked").
+static void nbt_key(const Param *p, char *key, size_t keylen) {
+    snprintf(key, keylen, "%.*s.num_batches_tracked",
+             (int)(strlen(p->name) - strlen(".running_var")), p->name);
+}
+
 // ----------------------------------------------------------------------------
 // initialisation
 
@@ -400,8 +407,7 @@ int resnet34_load_state(ResNet34 *m, const StateDict *sd, int load_fc, char *err
         BN *bn = bn_of_running_var(m, p);
         if (bn) {
             char key[96];
-            snprintf(key, sizeof(key), "%.*s.num_batches_tracked",
-                     (int)(strlen(p->name) - strlen(".running_var")), p->name);
+            nbt_key(p, key, sizeof key);
             const PthTensor *nb = sd_find(sd, key);
             bn->bn.num_batches_tracked = 0;
             if (nb) bn->bn.num_batches_tracked = nb->dtype == PTH_I64 ? ((const int64_t *)nb->data)[0]
@@ -421,8 +427,7 @@ void resnet34_to_state(ResNet34 *m, StateDict *sd) {
         BN *bn = bn_of_running_var(m, p);
         if (bn) {
             char key[96];
-            snprintf(key, sizeof(key), "%.*s.num_batches_tracked",
-                     (int)(strlen(p->name) - strlen(".running_var")), p->name);
+            nbt_key(p, key, sizeof key);
             int64_t nbt = bn->bn.num_batches_tracked;
             sd_add(sd, key, PTH_I64, 0, NULL, &nbt);
         }
