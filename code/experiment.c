@@ -223,18 +223,22 @@ static void load_weights(Experiment *x) {
 // A run killed while writing (kill -9, power loss) leaves "<file>.tmp.<pid>" behind: remove
 // those of this experiment whose writer no longer exists.
 static void remove_stale_temporaries(const Experiment *x) {
-    char *pattern = xasprintf("%s/%s.*.tmp.*", x->a.results, x->name);
-    glob_t g;
-    if (glob(pattern, 0, NULL, &g) == 0) {
-        for (size_t i = 0; i < g.gl_pathc; i++) {
-            const char *dot = strrchr(g.gl_pathv[i], '.');
-            long pid = dot ? strtol(dot + 1, NULL, 10) : 0;
-            if (pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH && unlink(g.gl_pathv[i]) == 0)
-                printf("removed %s, left by an interrupted run\n", g.gl_pathv[i]);
+    char *patterns[2] = {xasprintf("%s/%s.*.tmp.*", x->a.results, x->name),
+                         xasprintf("%s/*.tmp.*", x->a.cache)};
+    for (int k = 0; k < 2; k++) {
+        glob_t g;
+        if (glob(patterns[k], 0, NULL, &g) == 0) {
+            for (size_t i = 0; i < g.gl_pathc; i++) {
+                const char *dot = strrchr(g.gl_pathv[i], '.');
+                long pid = dot ? strtol(dot + 1, NULL, 10) : 0;
+                if (pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH &&
+                    unlink(g.gl_pathv[i]) == 0)
+                    printf("removed %s, left by an interrupted run\n", g.gl_pathv[i]);
+            }
+            globfree(&g);
         }
-        globfree(&g);
+        free(patterns[k]);
     }
-    free(pattern);
 }
 
 // Ctrl-C or kill: say what is saved and how to continue. The message is prepared outside the

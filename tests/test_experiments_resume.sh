@@ -8,6 +8,7 @@
 # - 05-fine-tuning: run A does 2 epochs; run B is killed with SIGKILL during its 2nd epoch (as soon
 #   as the first checkpoint appears), then resumed. The CSVs (every column but the seconds), the
 #   validation predictions and the final .pth must be identical, byte for byte.
+#   Temporaries that a kill during a write would leave are removed when the run starts again.
 # - 04-feature-extraction --bn-train and the cached default: stopped after 1 epoch (--epochs 1),
 #   then resumed with --epochs 2: same comparison against an uninterrupted 2-epoch run.
 set -u
@@ -46,12 +47,17 @@ kill -9 $PID
 wait $PID 2> /dev/null
 [ -f "$TMP/b/05-fine-tuning.json" ] && fail "run B finished before it could be interrupted"
 grep -c '^Epoch: ' "$TMP/b.out" | grep -qx 1 || fail "run B should have been killed in epoch 2"
+# what a kill -9 in the middle of a write leaves: a temporary of a process that no longer exists
+echo partial > "$TMP/b/05-fine-tuning.ckpt.tmp.2147483646"
+echo partial > "$TMP/b/cache/crops-test-0.u8.tmp.2147483646"
 # shellcheck disable=SC2086
 "$BUILD/05-fine-tuning" $COMMON --epochs 2 --resume --results "$TMP/b" > "$TMP/b2.out" 2>&1 ||
     fail "05 --resume failed: $(tail -5 "$TMP/b2.out")"
 grep -q 'continuing .* after epoch 1 of 2' "$TMP/b2.out" || fail "05 --resume did not continue after epoch 1"
 grep -q '"resumed_from_epoch": 1' "$TMP/b/05-fine-tuning.json" || fail "json resumed_from_epoch"
 same_run 05-fine-tuning "$TMP/a" "$TMP/b"
+ls "$TMP/b/cache"/*.tmp.* > /dev/null 2>&1 && fail "stale cache temporaries not removed"
+grep -q "removed .*ckpt.tmp.2147483646" "$TMP/b2.out" || fail "the resumed run should say it removed the stale temporary"
 
 # --- 04, both variants: stop after epoch 1, extend to 2
 for variant in "" "--bn-train"; do
