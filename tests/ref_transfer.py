@@ -183,13 +183,14 @@ def main():
     ap.add_argument("--init-seed", type=int, default=7, help="seed of the random start network")
     ap.add_argument("--seed", type=int, default=1, help="seed of the batch order (our --seed)")
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--epochs", default="cached-eval-bn=6,bn-train=2,fine-tune=2")
+    ap.add_argument("--epochs", default="cached-eval-bn=12,bn-train=2,fine-tune=2")
     ap.add_argument("--inputs", default="ours,torchvision,ours-fp64,ours-jitter",
                     help="ours: our decoded crops; torchvision: PIL + transforms(); ours-fp64: "
                          "our crops with the whole loop in float64; ours-jitter: our crops moved "
                          "by a float32 rounding step (these two for --fp64-variants only)")
     ap.add_argument("--fp64-variants", default="bn-train,fine-tune",
                     help="variants also run as ours-fp64 and ours-jitter")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="variants to run")
     ap.add_argument("--merge", action="store_true",
                     help="keep the rows of reference.csv that this run does not recompute, and "
                          "reuse the committed bn_stats.f32")
@@ -247,7 +248,7 @@ def main():
             d = (xs[0] - x_ours[0]).abs()
             print(f"torchvision vs our decoding, normalized inputs: max |diff| {d.max():.4f}, "
                   f"mean {d.mean():.6f}")
-        for v in VARIANTS:
+        for v in args.variants.split(","):
             if inp in ("ours-fp64", "ours-jitter") and v not in fp64_variants:
                 continue
             print(f"{v} on {inp} inputs, {epochs[v]} epochs, lr {lrs[v]}", flush=True)

@@ -55,7 +55,7 @@ fine-tune)
     TOL="2e-3,3e-2 0.1,0.5 20"; TOL_TV="2e-3,3e-2 0.1,0.5 20" ;;
 esac
 case $VARIANT in
-cached-eval-bn) PROG=04-feature-extraction; EXTRA=""; NAME=04-feature-extraction; EPOCHS=6 ;;
+cached-eval-bn) PROG=04-feature-extraction; EXTRA=""; NAME=04-feature-extraction; EPOCHS=12 ;;
 bn-train) PROG=04-feature-extraction; EXTRA="--bn-train"; NAME=04-feature-extraction-bn-train; EPOCHS=2 ;;
 fine-tune) PROG=05-fine-tuning; EXTRA=""; NAME=05-fine-tuning; EPOCHS=2 ;;
 *) fail "unknown variant $VARIANT" ;;
