@@ -163,10 +163,8 @@ int main(int argc, char **argv) {
                 resnet34_forward(model, b.x, b.n, PREP_CROP, PREP_CROP, /*bn_train=*/1);
             else            // the frozen backbone already ran: only the head
                 resnet34_forward_head(model, b.x, b.n);
-            float scale = exp_loss_scale(&x, &scaler);
-            train_loss += resnet34_loss(model, b.label, /*mean=*/0, /*backward=*/1, scale, NULL);
-            int overflow = scaler.enabled && resnet34_grads_nonfinite(model);
-            if (scaler_update(&scaler, overflow)) adam_step(&optimizer, model, 1.0f / scale);
+            // loss(reduction='sum'); scaler.scale(loss).backward(); scaler.step(); scaler.update()
+            train_loss += train_step(model, &optimizer, &scaler, b.label);
             // endregion
         }
         double val_loss;

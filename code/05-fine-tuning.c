@@ -113,10 +113,7 @@ int main(int argc, char **argv) {
             // With fp16 (GPU) the loss is scaled before backward so that small gradients survive
             // in half precision; a step whose gradients overflowed is skipped and the scale
             // halved, as torch.cuda.amp.GradScaler does. In fp32 the scale is 1 and never moves.
-            float scale = exp_loss_scale(&x, &scaler);
-            train_loss += resnet34_loss(model, b.label, /*mean=*/0, /*backward=*/1, scale, NULL);
-            int overflow = scaler.enabled && resnet34_grads_nonfinite(model);
-            if (scaler_update(&scaler, overflow)) adam_step(&optimizer, model, 1.0f / scale);
+            train_loss += train_step(model, &optimizer, &scaler, b.label);
         }
         // endregion
         double val_loss;

@@ -374,11 +374,6 @@ void source_free(Source *src) {
     free(src);
 }
 
-float exp_loss_scale(const Experiment *x, const GradScaler *s) {
-    (void)x;
-    return s->enabled ? s->scale : 1.0f;
-}
-
 void exp_keep_logits(Experiment *x, const XBatch *b) {
     const int k = resnet34_num_classes(x->model);
     float *logits = xmalloc((size_t)b->n * (size_t)k * sizeof(float));

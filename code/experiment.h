@@ -142,8 +142,6 @@ int source_next(Source *src, XBatch *b); // 0 at the end of the pass
 int source_count(const Source *src);     // usable samples per pass
 void source_free(Source *src);
 
-// Loss scale for the next backward (GradScaler's scale in fp16, 1 in fp32).
-float exp_loss_scale(const Experiment *x, const GradScaler *s);
 // Keeps the logits of a validation batch (from the last forward) for the predictions file.
 void exp_keep_logits(Experiment *x, const XBatch *b);
 

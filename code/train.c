@@ -206,3 +206,11 @@ int scaler_update(GradScaler *s, int grads_nonfinite) {
     }
     return 1;
 }
+
+double train_step(ResNet34 *m, Adam *opt, GradScaler *s, const int *labels) {
+    float scale = s->enabled ? s->scale : 1.0f;
+    double loss = resnet34_loss(m, labels, /*mean=*/0, /*backward=*/1, scale, NULL);
+    int overflow = s->enabled && resnet34_grads_nonfinite(m);
+    if (scaler_update(s, overflow)) adam_step(opt, m, 1.0f / scale);
+    return loss;
+}

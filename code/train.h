@@ -71,5 +71,11 @@ typedef struct {
 void scaler_init(GradScaler *s, int enabled);
 // After backward: returns 1 if the step should be taken (gradients finite), updates the scale.
 int scaler_update(GradScaler *s, int grads_nonfinite);
+// One training step on the last forward of m, as the tutorial's
+//   loss = criterion(outputs, labels)            (reduction 'sum')
+//   scaler.scale(loss).backward(); scaler.step(optimizer); scaler.update()
+// Backward on the loss scaled by GradScaler (1 when disabled), then an Adam step on unscaled
+// gradients unless they overflowed. Returns the (unscaled) summed loss.
+double train_step(ResNet34 *m, Adam *opt, GradScaler *s, const int *labels);
 
 #endif // TRAIN_H
