@@ -19,11 +19,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
-#include "dataset.h"
-#include "image.h"
-#include "loader.h"
-#include "results.h"
+#include "core/common.h"
+#include "data/dataset.h"
+#include "data/image.h"
+#include "data/loader.h"
+#include "experiment/results.h"
 
 static void usage(FILE *f) {
     fprintf(f,

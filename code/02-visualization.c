@@ -17,12 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
-#include "dataset.h"
-#include "figure.h"
-#include "image.h"
-#include "loader.h"
-#include "results.h"
+#include "core/common.h"
+#include "data/dataset.h"
+#include "report/figure.h"
+#include "data/image.h"
+#include "data/loader.h"
+#include "experiment/results.h"
 
 #define COLS 4
 #define ROWS 5

@@ -22,14 +22,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
-#include "dataset.h"
-#include "figure.h"
-#include "image.h"
-#include "loader.h"
-#include "preprocess.h"
-#include "results.h"
-#include "sha256.h"
+#include "core/common.h"
+#include "data/dataset.h"
+#include "report/figure.h"
+#include "data/image.h"
+#include "data/loader.h"
+#include "data/preprocess.h"
+#include "experiment/results.h"
+#include "core/sha256.h"
 
 static void usage(FILE *f) {
     fprintf(f,

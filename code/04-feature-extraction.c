@@ -21,9 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
-#include "experiment.h"
-#include "preprocess.h"
+#include "core/common.h"
+#include "experiment/experiment.h"
+#include "data/preprocess.h"
 
 static const char ABOUT[] =
     "04-feature-extraction: train a new 37-way head on a frozen ImageNet ResNet34 (the tutorial's\n"

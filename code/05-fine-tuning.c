@@ -15,9 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "common.h"
-#include "experiment.h"
-#include "preprocess.h"
+#include "core/common.h"
+#include "experiment/experiment.h"
+#include "data/preprocess.h"
 
 static const char ABOUT[] =
     "05-fine-tuning: train every weight of an ImageNet ResNet34 with a new 37-way head on\n"

@@ -22,12 +22,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
-#include "dataset.h"
-#include "docgen.h"
-#include "figure.h"
-#include "results.h"
-#include "runfiles.h"
+#include "core/common.h"
+#include "data/dataset.h"
+#include "report/docgen.h"
+#include "report/figure.h"
+#include "experiment/results.h"
+#include "experiment/runfiles.h"
 
 #define K PETS_NUM_CLASSES
 #define WRONG_COLS 4 // the most-confidently-wrong grid: 4 x 3 panels

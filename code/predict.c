@@ -16,12 +16,12 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "backend.h"
-#include "common.h"
-#include "image.h"
-#include "preprocess.h"
-#include "pth.h"
-#include "resnet34.h"
+#include "nn/backend.h"
+#include "core/common.h"
+#include "data/image.h"
+#include "data/preprocess.h"
+#include "checkpoint/pth.h"
+#include "nn/resnet34.h"
 
 // Class names, generated at build time from data/imagenet_classes.txt and data/pets_classes.txt
 // (tests/gen_class_names.py writes those from torchvision 0.14).

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""tests/loader_permutation.py: loader_permutation() of code/loader.c in Python.
+"""tests/loader_permutation.py: loader_permutation() of code/data/loader.c in Python.
 
 The C loader shuffles each epoch with a Fisher-Yates permutation driven by splitmix64(seed + epoch)
-(the exact algorithm is documented in code/loader.h). Reference scripts that train with PyTorch
+(the exact algorithm is documented in code/data/loader.h). Reference scripts that train with PyTorch
 import `permutation` from here so that PyTorch sees the same batches in the same order as the C
 programs. Run directly, it prints the permutations that tests/test_loader.c hard-codes:
     python3 tests/loader_permutation.py

@@ -13,10 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
-#include "image.h"
+#include "core/common.h"
+#include "data/image.h"
 
-#include <stb_image_write.h> // implementation compiled in code/image.c (no stdio: to a buffer)
+#include <stb_image_write.h> // implementation compiled in code/data/image.c (no stdio: to a buffer)
 
 static const char *breeds[3] = {"Abyssinian", "Bengal", "yorkshire_terrier"};
 static const int ids[3] = {1, 6, 37};

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""ref_pth.py: PyTorch-side fixtures and checks for the C checkpoint code (code/pth.c).
+"""ref_pth.py: PyTorch-side fixtures and checks for the C checkpoint code (code/checkpoint/pth.c).
 
 Run by developers with Debian's python3-torch (/usr/bin/python3); `make test` never needs it.
 

@@ -35,7 +35,7 @@ Inputs, three ways:
                These two (run for --fp64-variants only) measure how far float32 rounding alone
                moves a run: the scale against which our own float32 run is judged (see
                tests/fixtures/transfer/README.md).
-The batch order is loader_permutation(seed, epoch) of code/loader.c (tests/loader_permutation.py).
+The batch order is loader_permutation(seed, epoch) of code/data/loader.c (tests/loader_permutation.py).
 
 Usage (from the repository root, after building into build/):
   /usr/bin/python3 tests/ref_transfer.py [--build build] [--root DIR] [--out tests/fixtures/transfer]
@@ -64,7 +64,7 @@ VARIANTS = ("cached-eval-bn", "bn-train", "fine-tune")
 
 
 def read_split(root, split):
-    """(names, labels) of annotations/<split>.txt in file order, as code/dataset.c reads it."""
+    """(names, labels) of annotations/<split>.txt in file order, as code/data/dataset.c reads it."""
     names, labels = [], []
     for line in open(Path(root) / "annotations" / f"{split}.txt"):
         f = line.split()
@@ -76,7 +76,7 @@ def read_split(root, split):
 
 
 def read_crop_cache(path):
-    """The uint8 crops of a PETCACHE file (layout documented in code/experiment.c)."""
+    """The uint8 crops of a PETCACHE file (layout documented in code/experiment/experiment.c)."""
     b = Path(path).read_bytes()
     assert b[:8] == b"PETCACHE", path
     version, kind, n, _ = struct.unpack_from("<4I", b, 8)

@@ -13,9 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "common.h"
-#include "train.h"
+#include "nn/backend.h"
+#include "core/common.h"
+#include "nn/train.h"
 #include "check.h"
 
 static Rng rng;

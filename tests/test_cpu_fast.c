@@ -1,5 +1,5 @@
-// test_cpu_fast.c: every fast CPU kernel (code/backend_cpu_fast.c, oneDNN convolutions and
-// OpenMP element-wise layers) against the naive reference kernel of code/backend_cpu.c, on random
+// test_cpu_fast.c: every fast CPU kernel (code/nn/backend_cpu_fast.c, oneDNN convolutions and
+// OpenMP element-wise layers) against the naive reference kernel of code/nn/backend_cpu.c, on random
 // inputs of ResNet34's layer shapes with batch and spatial size scaled down (plus odd and
 // non-square sizes, and one full 224x224 conv1): convolution forward and both backward passes
 // (1x1, 3x3, 7x7; stride 1 and 2; padding), batch norm in training and eval mode (forward, running
@@ -24,8 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "common.h"
+#include "nn/backend.h"
+#include "core/common.h"
 #include "check.h"
 
 static Backend *ref, *fast;

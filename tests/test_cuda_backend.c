@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "common.h"
+#include "nn/backend.h"
+#include "core/common.h"
 #include "check.h"
 
 static double ATOL, RTOL;

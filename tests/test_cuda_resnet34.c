@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "common.h"
-#include "resnet34.h"
-#include "train.h"
+#include "nn/backend.h"
+#include "core/common.h"
+#include "nn/resnet34.h"
+#include "nn/train.h"
 #include "check.h"
 
 static void compare(const char *what, const float *ref, const float *got, size_t n, double atol, double rtol) {

@@ -1,4 +1,4 @@
-// tests/test_dataset.c: the Oxford-IIIT Pet annotation reader (code/dataset.c).
+// tests/test_dataset.c: the Oxford-IIIT Pet annotation reader (code/data/dataset.c).
 //   test-dataset TMPDIR          synthetic annotation files: parsing, comments, class names,
 //                                non-contiguous ids, malformed lines, missing root or files
 //   test-dataset --shared DIR    the real 3-class subset (exit 77 = skipped when DIR is absent)
@@ -9,8 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "common.h"
-#include "dataset.h"
+#include "core/common.h"
+#include "data/dataset.h"
 #include "check.h"
 
 static void test_class_names(void) {

@@ -1,4 +1,4 @@
-// test_docgen.c: tests of the report's placeholder expander (code/docgen.c) and of the docgen
+// test_docgen.c: tests of the report's placeholder expander (code/report/docgen.c) and of the docgen
 // program: flat JSON parsing and its refusals, value formatting, code regions, CSV tables, the
 // random-weights mark, make depfiles, and that every missing file, key, region or column fails
 // with a message naming the chapter file, line and key.
@@ -9,8 +9,8 @@
 #include <string.h>
 #include <sys/wait.h>
 
-#include "common.h"
-#include "docgen.h"
+#include "core/common.h"
+#include "report/docgen.h"
 #include "check.h"
 
 static void check_str(int line, const char *got, const char *want) {

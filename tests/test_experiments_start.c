@@ -13,10 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "common.h"
-#include "pth.h"
-#include "resnet34.h"
+#include "nn/backend.h"
+#include "core/common.h"
+#include "checkpoint/pth.h"
+#include "nn/resnet34.h"
 
 static int ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), m = strlen(suffix);

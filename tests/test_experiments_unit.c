@@ -1,17 +1,17 @@
 // tests/test_experiments_unit.c: unit tests of the training chapters' helpers.
 //   test-experiments-unit TMPDIR
-// - SHA-256 (code/sha256.c) against FIPS 180-4's example digests and a million 'a's, fed in
+// - SHA-256 (code/core/sha256.c) against FIPS 180-4's example digests and a million 'a's, fed in
 //   pieces of every size from 1 to 130 bytes (block boundaries);
-// - the cache file format (code/experiment.c): a written cache opens again with its data; a
+// - the cache file format (code/experiment/experiment.c): a written cache opens again with its data; a
 //   different key, label, item count or a truncated file is refused (so the cache is rebuilt).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
-#include "common.h"
-#include "experiment.h"
-#include "sha256.h"
+#include "core/common.h"
+#include "experiment/experiment.h"
+#include "core/sha256.h"
 
 static void hex_of(const void *data, size_t n, size_t piece, char hex[65]) {
     Sha256 s;

@@ -1,4 +1,4 @@
-// tests/test_image.c: decoding by content (code/image.c).
+// tests/test_image.c: decoding by content (code/data/image.c).
 //   - every small format fixture (grayscale / CMYK / progressive / 4:4:4 JPEG, LA / RGBA /
 //     palette+tRNS PNG, palette and grayscale GIF; tests/fixtures/preprocess/formats, made by
 //     tests/ref_preprocess.py) decodes to PIL's .convert('RGB'): exactly for PNG and GIF, within
@@ -20,10 +20,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <stb_image_write.h> // implementation compiled in code/image.c
+#include <stb_image_write.h> // implementation compiled in code/data/image.c
 
-#include "common.h"
-#include "image.h"
+#include "core/common.h"
+#include "data/image.h"
 #include "check.h"
 
 // Decoding `buf` must fail with a message that contains `want`.

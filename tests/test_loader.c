@@ -1,4 +1,4 @@
-// tests/test_loader.c: the batch loader (code/loader.c) on synthetic items.
+// tests/test_loader.c: the batch loader (code/data/loader.c) on synthetic items.
 // Checks: loader_permutation against tests/loader_permutation.py's output; batches arrive in order
 // with the right item indices; 1 thread and many threads give identical bytes; failed samples are
 // flagged with their reason and zero-filled; the ring bounds how far workers run ahead; an epoch
@@ -10,8 +10,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "common.h"
-#include "loader.h"
+#include "core/common.h"
+#include "data/loader.h"
 #include "check.h"
 
 #define SAMPLE 37 // bytes per sample (odd on purpose)

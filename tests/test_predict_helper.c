@@ -11,13 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "common.h"
-#include "image.h"
-#include "preprocess.h"
-#include "pth.h"
-#include "resnet34.h"
-#include "train.h"
+#include "nn/backend.h"
+#include "core/common.h"
+#include "data/image.h"
+#include "data/preprocess.h"
+#include "checkpoint/pth.h"
+#include "nn/resnet34.h"
+#include "nn/train.h"
 
 static void save(const char *dir, const char *name, const void *data, size_t bytes) {
     char path[1024], err[1200];

@@ -1,4 +1,4 @@
-// tests/test_preprocess.c: the resize / crop / normalize of code/preprocess.c against Pillow and
+// tests/test_preprocess.c: the resize / crop / normalize of code/data/preprocess.c against Pillow and
 // torchvision, on synthetic images (no data needed), using tests/fixtures/preprocess/ written by
 // tests/ref_preprocess.py:
 //   - resize_bilinear (fast) and resize_bilinear_ref give Pillow's Image.resize bytes (hashes of
@@ -13,9 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
-#include "image.h"
-#include "preprocess.h"
+#include "core/common.h"
+#include "data/image.h"
+#include "data/preprocess.h"
 #include "check.h"
 
 // ----------------------------------------------------------------------------

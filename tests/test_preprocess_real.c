@@ -20,9 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
-#include "image.h"
-#include "preprocess.h"
+#include "core/common.h"
+#include "data/image.h"
+#include "data/preprocess.h"
 #include "check.h"
 
 #define CROP_BYTES ((size_t)PREP_CROP * PREP_CROP * 3)

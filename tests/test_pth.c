@@ -1,4 +1,4 @@
-// test_pth.c: checkpoints read and written by code/pth.c against files torch.save wrote
+// test_pth.c: checkpoints read and written by code/checkpoint/pth.c against files torch.save wrote
 // (tests/fixtures/pth, made by tests/ref_pth.py), byte for byte where torch's layout is fixed.
 //   test-pth FIXTURE_DIR OUT_DIR      run the tests (CTest)
 //   test-pth --resave IN OUT [NAME]   load IN, save it as OUT (archive folder NAME)
@@ -9,10 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
-#include "pickle.h"
-#include "pth.h"
-#include "zip.h"
+#include "core/common.h"
+#include "checkpoint/pickle.h"
+#include "checkpoint/pth.h"
+#include "checkpoint/zip.h"
 #include "check.h"
 
 // ----------------------------------------------------------------------------

@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
-#include "pickle.h"
-#include "pth.h"
-#include "zip.h"
+#include "core/common.h"
+#include "checkpoint/pickle.h"
+#include "checkpoint/pth.h"
+#include "checkpoint/zip.h"
 #include "check.h"
 
 static char err[1024];

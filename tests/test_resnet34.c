@@ -10,7 +10,7 @@
 //   forward with a 1000-way head.
 // Usage: test-resnet34 FIXTURE_DIR [CASE...]   (PETS_CPU_REFERENCE=1 checks the naive kernels)
 #include "test_resnet34_util.h"
-#include "train.h"
+#include "nn/train.h"
 #include "check.h"
 
 // Tolerances. atol is relative to the scale of the tensor compared (its largest |value|, or the

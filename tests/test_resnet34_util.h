@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common.h"
-#include "resnet34.h"
+#include "core/common.h"
+#include "nn/resnet34.h"
 
 // ----------------------------------------------------------------------------
 // the formula (see tests/ref_resnet34.py)

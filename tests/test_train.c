@@ -9,8 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "common.h"
-#include "train.h"
+#include "core/common.h"
+#include "nn/train.h"
 #include "train_fixture.h"
 
 // ----------------------------------------------------------------------------

@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "common.h"
-#include "resnet34.h"
-#include "train.h"
+#include "nn/backend.h"
+#include "core/common.h"
+#include "nn/resnet34.h"
+#include "nn/train.h"
 #include "train_fixture.h"
 
 static Tensor *upload_new(Backend *be, const double *v, int n, int c) {

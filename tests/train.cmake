@@ -1,4 +1,4 @@
-# tests/train.cmake: the training pieces (code/train.c, compiled into the nn library) and the
+# tests/train.cmake: the training pieces (code/nn/train.c, compiled into the nn library) and the
 # backends' cross-entropy and Adam against PyTorch fixtures (tests/fixtures/train, written by
 # tests/ref_train.py).
 if(TARGET nn)

@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "check.h"
-#include "common.h"
+#include "core/common.h"
 
 typedef struct {
     char name[96];

@@ -1,0 +1,312 @@
+// bench-resnet34.c: how fast the ResNet34 core runs, for `make bench` (tests/bench-resnet34.sh runs
+// it beside PyTorch's tests/bench_resnet34.py and prints the ratios). Two measurements on
+// synthetic data, each in a fresh child process so that its peak memory is its own:
+//   eval:  forward in eval mode (running BN statistics), logits copied back to the host;
+//   train: one full training step: forward in train mode, softmax cross-entropy (sum),
+//          backward through every layer, Adam over all weights.
+// It prints images per second, the achieved GFLOP/s (convolution and fc multiply-adds counted
+// exactly from the architecture, 2 FLOPs each), peak RSS, and that as a fraction of this
+// machine's FMA peak, measured by a short vector FMA loop on the same threads.
+//
+//   build/bench-resnet34 [--batch 32] [--iters 5] [--threads N] [--size 224]
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "nn/backend.h"
+#include "core/common.h"
+#include "nn/resnet34.h"
+#include "nn/train.h"
+
+typedef struct {
+    int batch, iters, warmup, threads, size, classes;
+    const char *device, *precision, *only;
+    int peak; // measure the FMA peak
+} Options;
+
+static void usage(FILE *f) {
+    fprintf(f,
+        "usage: bench-resnet34 [options]\n"
+        "Times ResNet34 eval forward and a full training step (forward, backward, Adam) on\n"
+        "synthetic data, and prints key=value lines (images/s, GFLOP/s, peak RSS).\n"
+        "  --batch N        images per batch (default 32)\n"
+        "  --iters N        timed iterations per measurement (default 5)\n"
+        "  --warmup N       untimed iterations first (default 1)\n"
+        "  --threads N      CPU threads (default: every online core; sets PETS_THREADS)\n"
+        "  --size S         input S x S (default 224)\n"
+        "  --classes K      classes of the head (default 1000, as torchvision's resnet34())\n"
+        "  --only eval|train  run one measurement only\n"
+        "  --device cpu|cuda|auto  (default cpu)   --precision fp32|fp16 (default fp32)\n"
+        "  --no-peak        skip the FMA peak measurement\n"
+        "  --help\n");
+}
+
+static int parse_int(const char *opt, const char *s, int lo, int hi) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        die("%s %s: expected an integer in [%d, %d]", opt, s, lo, hi);
+    return (int)v;
+}
+
+// ----------------------------------------------------------------------------
+// FLOPs: multiply-adds of every convolution and of fc, from torchvision's ResNet34 layout.
+
+typedef struct {
+    double fwd;        // forward multiply-adds per image
+    double first_conv; // of conv1 (its input gradient is never needed)
+} Macs;
+
+static double conv_macs(int cin, int cout, int k, int stride, int pad, int *h, int *w) {
+    *h = (*h + 2 * pad - k) / stride + 1;
+    *w = (*w + 2 * pad - k) / stride + 1;
+    return (double)*h * *w * cout * cin * k * k;
+}
+
+static Macs resnet34_macs(int size, int classes) {
+    Macs r = {0, 0};
+    int h = size, w = size;
+    r.first_conv = conv_macs(3, 64, 7, 2, 3, &h, &w);
+    r.fwd = r.first_conv;
+    h = (h + 2 - 3) / 2 + 1; // maxpool 3x3 / 2, pad 1
+    w = (w + 2 - 3) / 2 + 1;
+    const int blocks[4] = {3, 4, 6, 3}, widths[4] = {64, 128, 256, 512};
+    int cin = 64;
+    for (int s = 0; s < 4; s++) {
+        for (int b = 0; b < blocks[s]; b++) {
+            int stride = (s > 0 && b == 0) ? 2 : 1, width = widths[s];
+            int h1 = h, w1 = w;
+            r.fwd += conv_macs(cin, width, 3, stride, 1, &h1, &w1); // conv1
+            int h2 = h1, w2 = w1;
+            r.fwd += conv_macs(width, width, 3, 1, 1, &h2, &w2); // conv2
+            if (stride != 1 || cin != width) {                   // downsample 1x1
+                int hd = h, wd = w;
+                r.fwd += conv_macs(cin, width, 1, stride, 0, &hd, &wd);
+            }
+            h = h2, w = w2, cin = width;
+        }
+    }
+    r.fwd += (double)RESNET34_FEATURES * classes; // fc
+    return r;
+}
+
+// ----------------------------------------------------------------------------
+// The FMA peak: independent chains of vector FMAs per thread (enough to fill both FMA pipes).
+
+// ISO C (-std=c11) does not contract a * b + c into an FMA, so the loop uses the intrinsics of the
+// widest FMA the compiler targets (-march=native): AVX-512 (16 lanes), else AVX2 FMA (8 lanes).
+#if defined(__AVX512F__)
+#include <immintrin.h>
+typedef __m512 vec;
+#define VLANES 16
+#define VSET(x) _mm512_set1_ps(x)
+#define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define VSUM(v) _mm512_reduce_add_ps(v)
+#elif defined(__FMA__)
+#include <immintrin.h>
+typedef __m256 vec;
+#define VLANES 8
+#define VSET(x) _mm256_set1_ps(x)
+#define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+static float VSUM(__m256 v) {
+    float f[8];
+    _mm256_storeu_ps(f, v);
+    return f[0] + f[1] + f[2] + f[3] + f[4] + f[5] + f[6] + f[7];
+}
+#else
+typedef float vec; // no FMA unit known at compile time: the peak of scalar code
+#define VLANES 1
+#define VSET(x) (x)
+#define VFMA(a, b, c) ((a) * (b) + (c))
+#define VSUM(v) (v)
+#endif
+#define PEAK_CHAINS 12       // independent chains: enough to cover FMA latency x pipes
+#define PEAK_ITERS 100000000L
+
+static void *peak_worker(void *arg) {
+    vec acc[PEAK_CHAINS], a = VSET(0.999f), b = VSET(1e-7f);
+    for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = VSET((float)c);
+    for (long it = 0; it < PEAK_ITERS; it++)
+        for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = VFMA(acc[c], a, b);
+    float s = 0;
+    for (int c = 0; c < PEAK_CHAINS; c++) s += VSUM(acc[c]);
+    *(float *)arg = s;
+    return NULL;
+}
+
+static double fma_peak_gflops(int threads) {
+    pthread_t *t = xmalloc(sizeof(pthread_t) * (size_t)threads);
+    float *sink = xcalloc((size_t)threads, sizeof(float));
+    double t0 = now_seconds();
+    for (int i = 0; i < threads; i++)
+        if (pthread_create(&t[i], NULL, peak_worker, &sink[i])) die("pthread_create failed");
+    for (int i = 0; i < threads; i++) pthread_join(t[i], NULL);
+    double dt = now_seconds() - t0;
+    free(t);
+    free(sink);
+    return (double)threads * PEAK_ITERS * PEAK_CHAINS * VLANES * 2 / dt / 1e9;
+}
+
+// ----------------------------------------------------------------------------
+// One measurement, run in a child process. Returns images per second.
+
+static double peak_rss_mib(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1024.0; // Linux reports KiB
+}
+
+static double run_phase(const Options *o, int train, double *rss_mib) {
+    char err[512];
+    Precision prec = strcmp(o->precision, "fp16") ? PREC_FP32 : PREC_FP16;
+    Backend *be = backend_open(o->device, prec, 1, err, sizeof err);
+    if (!be) die("%s", err);
+    ResNet34 *m = resnet34_create(be, o->classes);
+    resnet34_init_random(m, 1);
+    size_t per = (size_t)3 * o->size * o->size;
+    float *x = xmalloc(sizeof(float) * per * o->batch);
+    float *logits = xmalloc(sizeof(float) * (size_t)o->classes * o->batch);
+    int *labels = xmalloc(sizeof(int) * o->batch);
+    Rng rng;
+    rng_seed(&rng, 7);
+    for (size_t i = 0; i < per * o->batch; i++) x[i] = (float)rng_normal(&rng);
+    for (int i = 0; i < o->batch; i++) labels[i] = (int)(rng_u64(&rng) % (uint64_t)o->classes);
+    Adam opt;
+    adam_init(&opt, 1e-4f);
+
+    double t0 = 0;
+    for (int it = 0; it < o->warmup + o->iters; it++) {
+        if (it == o->warmup) {
+            be->synchronize(be);
+            t0 = now_seconds();
+        }
+        if (train) {
+            resnet34_forward(m, x, o->batch, o->size, o->size, 1);
+            resnet34_loss(m, labels, 0, 1, 1.0f, NULL);
+            adam_step(&opt, m, 1.0f);
+        } else {
+            resnet34_forward(m, x, o->batch, o->size, o->size, 0);
+            resnet34_logits(m, logits);
+        }
+    }
+    be->synchronize(be);
+    double dt = now_seconds() - t0;
+    *rss_mib = peak_rss_mib();
+    free(x);
+    free(logits);
+    free(labels);
+    resnet34_free(m);
+    backend_close(be);
+    return (double)o->batch * o->iters / dt;
+}
+
+// Runs a measurement in a child (a fresh process: its own peak RSS, no thread pool shared with
+// the parent) and reads its images/s back through a pipe.
+static int measure(const Options *o, int train, double *img_s, double *rss) {
+    int fd[2];
+    if (pipe(fd)) die("pipe: %s", strerror(errno));
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) die("fork: %s", strerror(errno));
+    if (pid == 0) {
+        close(fd[0]);
+        double r[2];
+        r[0] = run_phase(o, train, &r[1]);
+        if (write(fd[1], r, sizeof r) != (ssize_t)sizeof r) _exit(3);
+        _exit(0);
+    }
+    close(fd[1]);
+    double r[2];
+    ssize_t got = read(fd[0], r, sizeof r);
+    close(fd[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    if (got != (ssize_t)sizeof r || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "error: the %s measurement failed (child status %d)\n",
+                train ? "train" : "eval", status);
+        return -1;
+    }
+    *img_s = r[0];
+    *rss = r[1];
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    Options o = {.batch = 32, .iters = 5, .warmup = 1, .size = 224, .classes = 1000,
+                 .device = "cpu", .precision = "fp32", .only = NULL, .peak = 1};
+    o.threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (o.threads < 1) o.threads = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!strcmp(a, "--no-peak")) {
+            o.peak = 0;
+            continue;
+        }
+        if (i + 1 >= argc) die("%s: unknown option or missing value (see --help)", a);
+        const char *v = argv[++i];
+        if (!strcmp(a, "--batch")) o.batch = parse_int(a, v, 1, 4096);
+        else if (!strcmp(a, "--iters")) o.iters = parse_int(a, v, 1, 100000);
+        else if (!strcmp(a, "--warmup")) o.warmup = parse_int(a, v, 0, 100000);
+        else if (!strcmp(a, "--threads")) o.threads = parse_int(a, v, 1, 4096);
+        else if (!strcmp(a, "--size")) o.size = parse_int(a, v, 32, 4096);
+        else if (!strcmp(a, "--classes")) o.classes = parse_int(a, v, 1, 100000);
+        else if (!strcmp(a, "--device")) o.device = v;
+        else if (!strcmp(a, "--precision")) o.precision = v;
+        else if (!strcmp(a, "--only")) {
+            if (strcmp(v, "eval") && strcmp(v, "train")) die("--only %s: eval or train", v);
+            o.only = v;
+        } else die("unknown option %s (see --help)", a);
+    }
+    // The CPU backend reads its thread count from PETS_THREADS (OpenMP from OMP_NUM_THREADS).
+    char nthreads[16];
+    snprintf(nthreads, sizeof nthreads, "%d", o.threads);
+    setenv("PETS_THREADS", nthreads, 1);
+    setenv("OMP_NUM_THREADS", nthreads, 1);
+
+    Macs macs = resnet34_macs(o.size, o.classes);
+    double fwd_flop = 2 * macs.fwd;
+    // training: forward + weight gradients (same multiply-adds as forward) + input gradients of
+    // every layer but conv1 (PyTorch does not compute the gradient of the input image either)
+    double train_flop = 2 * (3 * macs.fwd - macs.first_conv);
+    printf("# bench-resnet34: batch %d, %dx%d, %d classes, %d timed iterations after %d warm-up, "
+           "%d threads, device %s %s\n",
+           o.batch, o.size, o.size, o.classes, o.iters, o.warmup, o.threads, o.device, o.precision);
+    printf("resnet34_forward_gflop_per_img=%.4f\n", fwd_flop / 1e9);
+    printf("resnet34_train_gflop_per_img=%.4f\n", train_flop / 1e9);
+
+    int failed = 0;
+    double eval_s = 0, train_s = 0, rss;
+    if (!o.only || !strcmp(o.only, "eval")) {
+        if (measure(&o, 0, &eval_s, &rss) == 0) {
+            printf("resnet34_eval_img_per_s=%.2f\n", eval_s);
+            printf("resnet34_eval_gflop_per_s=%.1f\n", eval_s * fwd_flop / 1e9);
+            printf("resnet34_eval_peak_rss_mib=%.0f\n", rss);
+        } else failed = 1;
+    }
+    if (!o.only || !strcmp(o.only, "train")) {
+        if (measure(&o, 1, &train_s, &rss) == 0) {
+            printf("resnet34_train_img_per_s=%.2f\n", train_s);
+            printf("resnet34_train_gflop_per_s=%.1f\n", train_s * train_flop / 1e9);
+            printf("resnet34_train_peak_rss_mib=%.0f\n", rss);
+        } else failed = 1;
+    }
+    if (o.peak && !strcmp(o.device, "cpu")) {
+        double peak = fma_peak_gflops(o.threads);
+        printf("cpu_fma_peak_gflop_per_s=%.1f\n", peak);
+        if (eval_s > 0) printf("resnet34_eval_fraction_of_peak=%.3f\n", eval_s * fwd_flop / 1e9 / peak);
+        if (train_s > 0)
+            printf("resnet34_train_fraction_of_peak=%.3f\n", train_s * train_flop / 1e9 / peak);
+    }
+    return failed;
+}

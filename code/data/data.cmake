@@ -1,0 +1,9 @@
+# code/data/data.cmake: everything between a file on disk and a normalised tensor.
+#   petimage: image decoding (stb_image, JPEG/PNG/GIF only) and torchvision's preprocessing;
+#   petdata:  the Oxford-IIIT Pet reader and the parallel batch loader.
+add_library(petimage STATIC code/data/image.c code/data/preprocess.c)
+target_include_directories(petimage SYSTEM PRIVATE ${STB_INCLUDE_DIR})
+target_link_libraries(petimage PUBLIC common m Threads::Threads)
+
+add_library(petdata STATIC code/data/dataset.c code/data/loader.c)
+target_link_libraries(petdata PUBLIC petimage common Threads::Threads)

@@ -1,0 +1,388 @@
+// exp_data.c: the training chapters' data (see experiment.h): on-disk caches keyed on what their
+// contents depend on, and batch sources that feed decoded images, cached crops or cached
+// features to the model, in order or shuffled, with failed images left out.
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#include "core/common.h"
+#include "experiment/experiment.h"
+#include "data/image.h"
+#include "data/preprocess.h"
+#include "core/sha256.h"
+
+// ----------------------------------------------------------------------------
+// caches
+//
+// File layout (little-endian), readable from Python with numpy (tests/ref_transfer.py does):
+//   0   "PETCACHE"   8-byte magic
+//   8   u32 version (1), u32 kind (1 crops, 2 features), u32 n, u32 0
+//   24  u64 sample_bytes
+//   32  64 ASCII hex digits: the key
+//   96  zeros up to 128
+//   128 n x i32 labels, zero-padded to a multiple of 64 bytes
+//   then n x sample_bytes of data (crops: (224, 224, 3) uint8 RGB; features: 512 float32)
+//   then n x u8 ok flags (1 decoded; 0 failed, its data is zeros)
+
+#define CACHE_HEADER 128
+
+static size_t cache_labels_bytes(int n) { return ((size_t)n * 4 + 63) / 64 * 64; }
+
+static void cache_header(uint8_t hdr[CACHE_HEADER], uint32_t kind, const char *key, int n,
+                         size_t sample_bytes) {
+    memset(hdr, 0, CACHE_HEADER);
+    memcpy(hdr, "PETCACHE", 8);
+    uint32_t u[4] = {1, kind, (uint32_t)n, 0};
+    memcpy(hdr + 8, u, sizeof u);
+    uint64_t sb = sample_bytes;
+    memcpy(hdr + 24, &sb, 8);
+    memcpy(hdr + 32, key, 64);
+}
+
+int cache_open(Cache *c, const char *path, uint32_t kind, const char *key, const PetSplit *ds,
+               size_t sample_bytes) {
+    memset(c, 0, sizeof *c);
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    struct stat st;
+    size_t data_bytes, want = 0;
+    int bad = fstat(fileno(f), &st) != 0 || size_mul((size_t)ds->n, sample_bytes, &data_bytes);
+    if (!bad)
+        want = CACHE_HEADER + cache_labels_bytes(ds->n) + data_bytes + (size_t)ds->n;
+    uint8_t hdr[CACHE_HEADER], ref[CACHE_HEADER];
+    cache_header(ref, kind, key, ds->n, sample_bytes);
+    if (bad || (size_t)st.st_size != want || fread(hdr, 1, CACHE_HEADER, f) != CACHE_HEADER ||
+        memcmp(hdr, ref, CACHE_HEADER) != 0) {
+        fclose(f);
+        printf("cache %s: stale or damaged, rebuilding it\n", path);
+        return -1;
+    }
+    void *map = mmap(NULL, want, PROT_READ, MAP_PRIVATE, fileno(f), 0);
+    fclose(f);
+    if (map == MAP_FAILED) return -1;
+    c->n = ds->n;
+    c->sample_bytes = sample_bytes;
+    c->map = map;
+    c->map_len = want;
+    c->label = (const int32_t *)((const uint8_t *)map + CACHE_HEADER);
+    c->data = (const uint8_t *)map + CACHE_HEADER + cache_labels_bytes(ds->n);
+    c->ok = c->data + data_bytes;
+    for (int i = 0; i < ds->n; i++)
+        if (c->label[i] != ds->items[i].label || c->ok[i] > 1) {
+            printf("cache %s: labels do not match the annotations, rebuilding it\n", path);
+            cache_close(c);
+            return -1;
+        }
+    c->path = xstrdup(path);
+    return 0;
+}
+
+void cache_close(Cache *c) {
+    if (c->map) munmap(c->map, c->map_len);
+    free(c->path);
+    memset(c, 0, sizeof *c);
+}
+
+// Streams a cache file: header and labels now, data by cache_put, ok flags at the end.
+static FILE *cache_begin(AtomicFile *af, const char *path, uint32_t kind, const char *key,
+                         const PetSplit *ds, size_t sample_bytes, char *err, size_t errlen) {
+    FILE *f = afile_open(af, path, err, errlen);
+    if (!f) return NULL;
+    uint8_t hdr[CACHE_HEADER];
+    cache_header(hdr, kind, key, ds->n, sample_bytes);
+    fwrite(hdr, 1, CACHE_HEADER, f);
+    size_t lb = cache_labels_bytes(ds->n);
+    uint8_t *labels = xcalloc(lb, 1);
+    for (int i = 0; i < ds->n; i++) memcpy(labels + 4 * (size_t)i, &ds->items[i].label, 4);
+    fwrite(labels, 1, lb, f);
+    free(labels);
+    return f;
+}
+
+int cache_write(const char *path, uint32_t kind, const char *key, const PetSplit *ds,
+                const uint8_t *ok, size_t sample_bytes, const void *data, char *err, size_t errlen) {
+    AtomicFile af;
+    FILE *f = cache_begin(&af, path, kind, key, ds, sample_bytes, err, errlen);
+    if (!f) return -1;
+    fwrite(data, sample_bytes, (size_t)ds->n, f);
+    fwrite(ok, 1, (size_t)ds->n, f);
+    return afile_commit(&af, err, errlen);
+}
+
+void exp_report_failed(Experiment *x, int s, const uint8_t *ok, const char *from) {
+    const PetSplit *ds = s ? &x->val : &x->train;
+    x->failed[s] = 0;
+    for (int i = 0; i < ds->n; i++) x->failed[s] += !ok[i];
+    if (!x->failed[s]) return;
+    warn("%d image(s) of the %s split could not be decoded%s and are left out of every pass "
+         "(counted in the JSON as %s_failed):", x->failed[s], ds->split, from, s ? "val" : "train");
+    for (int i = 0, shown = 0; i < ds->n && shown < 10; i++)
+        if (!ok[i]) fprintf(stderr, "  %s\n", ds->items[i].path), shown++;
+}
+
+typedef struct {
+    const PetSplit *ds;
+} CropCtx;
+
+static int load_crop(void *ctx, int index, void *out, char *err, size_t errlen) {
+    const PetSplit *ds = ((CropCtx *)ctx)->ds;
+    Image img;
+    if (image_load(ds->items[index].path, &img, err, errlen)) return -1;
+    int rc = preprocess_u8(&img, out);
+    image_free(&img);
+    if (rc) return set_err(err, errlen, "%s: cannot preprocess", ds->items[index].path);
+    return 0;
+}
+
+void exp_image_cache(Experiment *x, int s, Cache *c) {
+    const PetSplit *ds = s ? &x->val : &x->train;
+    const size_t sb = (size_t)PREP_CROP * PREP_CROP * 3;
+    char key[65], err[1024];
+    char *desc = xasprintf("crops v1 prep=%d data=%s", EXP_PREP_VERSION, x->data_key[s]);
+    Sha256 h;
+    sha256_init(&h);
+    sha256_update(&h, desc, strlen(desc));
+    sha256_final_hex(&h, key);
+    free(desc);
+    char *path = xasprintf("%s/crops-%s-%.16s.u8", x->a.cache, ds->split, key);
+    if (cache_open(c, path, CACHE_KIND_CROPS, key, ds, sb) == 0) {
+        printf("cache: %s (decoded %s images, reused)\n", path, ds->split);
+        if (strcmp(x->cache_status, "none") == 0) x->cache_status = "hit";
+        exp_report_failed(x, s, c->ok, " when the cache was built");
+        free(path);
+        return;
+    }
+    // Decode every image once, on all cores, straight into the file.
+    double t0 = now_seconds();
+    AtomicFile af;
+    FILE *f = cache_begin(&af, path, CACHE_KIND_CROPS, key, ds, sb, err, sizeof err);
+    if (!f) die("%s (pass --cache DIR to put the caches elsewhere)", err);
+    uint8_t *ok = xcalloc((size_t)ds->n, 1);
+    CropCtx ctx = {ds};
+    Loader *l = loader_create(ds->n, sb, x->a.batch_size, 0, 0, load_crop, &ctx);
+    loader_start(l, NULL, ds->n);
+    Progress p;
+    char *label = xasprintf("decoding %s", ds->split);
+    progress_start(&p, label, "img", ds->n);
+    Batch b;
+    long done = 0;
+    while (loader_next(l, &b)) {
+        fwrite(b.data, sb, (size_t)b.n, f);
+        for (int k = 0; k < b.n; k++) {
+            ok[b.index[k]] = (uint8_t)b.ok[k];
+            if (!b.ok[k]) warn("%s", b.errors[k]);
+        }
+        progress_update(&p, done += b.n);
+    }
+    progress_finish(&p);
+    loader_destroy(l);
+    free(label);
+    fwrite(ok, 1, (size_t)ds->n, f);
+    if (afile_commit(&af, err, sizeof err)) die("%s (pass --cache DIR to put the caches elsewhere)", err);
+    free(ok);
+    x->setup_seconds += now_seconds() - t0;
+    x->cache_status = "built";
+    if (cache_open(c, path, CACHE_KIND_CROPS, key, ds, sb)) die("%s: cannot read back the cache", path);
+    exp_report_failed(x, s, c->ok, "");
+    free(path);
+}
+
+char *exp_feature_cache_path(Experiment *x, int s, char key[65]) {
+    const PetSplit *ds = s ? &x->val : &x->train;
+    char weights[96];
+    if (x->weights_sha[0]) snprintf(weights, sizeof weights, "%s", x->weights_sha);
+    else snprintf(weights, sizeof weights, "random:%llu", (unsigned long long)x->a.seed);
+    // features depend on the backbone (weights), the pixels (data, preprocessing) and the
+    // arithmetic (device, precision)
+    char *desc = xasprintf("features v1 prep=%d data=%s weights=%s device=%s precision=%s",
+                           EXP_PREP_VERSION, x->data_key[s], weights, x->be->name,
+                           x->precision == PREC_FP16 ? "fp16" : "fp32");
+    Sha256 h;
+    sha256_init(&h);
+    sha256_update(&h, desc, strlen(desc));
+    sha256_final_hex(&h, key);
+    free(desc);
+    return xasprintf("%s/features-%s-%.16s.f32", x->a.cache, ds->split, key);
+}
+
+// ----------------------------------------------------------------------------
+// batch sources
+
+struct Source {
+    Experiment *x;
+    int s;
+    const PetSplit *ds;
+    const Cache *crops;        // images from the crop cache
+    const float *features;     // or features (n, 512)
+    const uint8_t *ok;         // (n) for features
+    Loader *loader;            // images (crops or decoding)
+    size_t floats;             // per sample
+    int *order, n_order, pos;
+    float *xbuf;               // (batch, floats) compacted batch
+    int *lbuf, *ibuf;
+    Progress prog;
+    int show;
+    long done;
+    int min_batch;             // smaller batches are skipped (BatchNorm in train mode needs 2)
+};
+
+static int load_image(void *ctx, int index, void *out, char *err, size_t errlen) {
+    Source *src = ctx;
+    if (src->crops) { // normalize a cached crop
+        if (!src->crops->ok[index])
+            return set_err(err, errlen, "%s: could not be decoded (see the cache build)",
+                           src->ds->items[index].path);
+        normalize_chw(src->crops->data + (size_t)index * src->crops->sample_bytes, out);
+        return 0;
+    }
+    Image img;
+    if (image_load(src->ds->items[index].path, &img, err, errlen)) return -1;
+    int rc = preprocess_image(&img, out);
+    image_free(&img);
+    if (rc) return set_err(err, errlen, "%s: cannot preprocess", src->ds->items[index].path);
+    return 0;
+}
+
+static Source *source_new(Experiment *x, int s, size_t floats) {
+    Source *src = xcalloc(1, sizeof *src);
+    src->min_batch = 1;
+    src->x = x;
+    src->s = s;
+    src->ds = s ? &x->val : &x->train;
+    src->floats = floats;
+    src->order = xmalloc((size_t)src->ds->n * sizeof(int));
+    src->xbuf = xmalloc((size_t)x->a.batch_size * floats * sizeof(float));
+    src->lbuf = xmalloc((size_t)x->a.batch_size * sizeof(int));
+    src->ibuf = xmalloc((size_t)x->a.batch_size * sizeof(int));
+    return src;
+}
+
+Source *source_images(Experiment *x, int s, const Cache *crops) {
+    Source *src = source_new(x, s, PREP_FLOATS);
+    src->crops = crops;
+    // The training split of a run whose BatchNorm uses batch statistics cannot take a batch of
+    // one image (PyTorch raises "Expected more than 1 value per channel"): such a batch, possible
+    // when failed images or --limit leave one image at the end, is skipped with a warning.
+    src->min_batch = (s == 0 && strcmp(x->mode, "cached-eval-bn") != 0) ? 2 : 1;
+    src->loader = loader_create(src->ds->n, PREP_FLOATS * sizeof(float), x->a.batch_size, 0, 0,
+                                load_image, src);
+    return src;
+}
+
+Source *source_features(Experiment *x, int s, const float *features, const uint8_t *ok) {
+    Source *src = source_new(x, s, RESNET34_FEATURES);
+    src->features = features;
+    src->ok = ok;
+    exp_report_failed(x, s, ok, "");
+    return src;
+}
+
+int source_count(const Source *src) {
+    return src->ds->n - src->x->failed[src->s];
+}
+
+void source_start(Source *src, int epoch, const char *label) {
+    int n = src->ds->n;
+    if (epoch >= 0) loader_permutation(src->order, n, src->x->a.seed, epoch);
+    else
+        for (int i = 0; i < n; i++) src->order[i] = i;
+    src->n_order = n;
+    src->pos = 0;
+    src->done = 0;
+    src->show = label != NULL;
+    if (src->show) progress_start(&src->prog, label, "img", n);
+    if (src->loader) loader_start(src->loader, src->order, n);
+}
+
+int source_next(Source *src, XBatch *b) {
+    const int bs = src->x->a.batch_size;
+    int m = 0;
+    memset(b, 0, sizeof *b);
+    for (;;) {
+        if (src->loader) {
+            Batch lb;
+            if (!loader_next(src->loader, &lb)) break;
+            int all_ok = 1;
+            for (int k = 0; k < lb.n; k++) all_ok &= lb.ok[k];
+            for (int k = 0; k < lb.n; k++) {
+                int item = lb.index[k];
+                src->ibuf[k] = item;
+                src->lbuf[k] = src->ds->items[item].label;
+            }
+            if (all_ok) { // the usual case: hand out the loader's memory as it is
+                m = lb.n;
+                b->x = lb.data;
+            } else { // leave failed images out (a decoding pass also counts and reports them)
+                for (int k = 0; k < lb.n; k++) {
+                    if (!lb.ok[k]) {
+                        if (!src->crops) warn("%s (left out)", lb.errors[k]);
+                        continue;
+                    }
+                    memcpy(src->xbuf + (size_t)m * src->floats,
+                           (const float *)lb.data + (size_t)k * src->floats, src->floats * sizeof(float));
+                    src->ibuf[m] = lb.index[k];
+                    src->lbuf[m] = src->ds->items[lb.index[k]].label;
+                    m++;
+                }
+                b->x = src->xbuf;
+            }
+            src->done += lb.n;
+            if (m > 0 && m < src->min_batch)
+                warn("skipping a training batch of %d image (%s): BatchNorm in train mode needs at "
+                     "least %d", m, src->ds->items[src->ibuf[0]].name, src->min_batch);
+            if (m < src->min_batch) continue; // nothing usable in this batch
+        } else {
+            if (src->pos >= src->n_order) break;
+            int end = src->pos + bs < src->n_order ? src->pos + bs : src->n_order;
+            for (; src->pos < end; src->pos++) {
+                int item = src->order[src->pos];
+                if (!src->ok[item]) continue;
+                memcpy(src->xbuf + (size_t)m * src->floats, src->features + (size_t)item * src->floats,
+                       src->floats * sizeof(float));
+                src->ibuf[m] = item;
+                src->lbuf[m] = src->ds->items[item].label;
+                m++;
+            }
+            src->done = src->pos;
+            if (m < src->min_batch) continue;
+            b->x = src->xbuf;
+        }
+        b->n = m;
+        b->label = src->lbuf;
+        b->index = src->ibuf;
+        if (src->show) progress_update(&src->prog, src->done);
+        return 1;
+    }
+    if (src->show) {
+        progress_update(&src->prog, src->done);
+        progress_finish(&src->prog);
+        src->show = 0;
+    }
+    return 0;
+}
+
+void source_free(Source *src) {
+    if (!src) return;
+    if (src->loader) loader_destroy(src->loader);
+    free(src->order);
+    free(src->xbuf);
+    free(src->lbuf);
+    free(src->ibuf);
+    free(src);
+}
+
+void exp_keep_logits(Experiment *x, const XBatch *b) {
+    const int k = resnet34_num_classes(x->model);
+    float *logits = xmalloc((size_t)b->n * (size_t)k * sizeof(float));
+    resnet34_logits(x->model, logits);
+    for (int i = 0; i < b->n; i++) {
+        memcpy(x->val_logits + (size_t)b->index[i] * PETS_NUM_CLASSES, logits + (size_t)i * k,
+               (size_t)k * sizeof(float));
+        x->val_seen[b->index[i]] = 1;
+    }
+    free(logits);
+}
+

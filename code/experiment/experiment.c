@@ -1,0 +1,492 @@
+// experiment.c: the shared machinery of the training chapters (see experiment.h): command line,
+// set-up, the epoch log and the result files. Caches and batch sources are in exp_data.c,
+// checkpoints in exp_checkpoint.c.
+#define _GNU_SOURCE
+#include "experiment/experiment.h"
+
+#include <errno.h>
+#include <glob.h>
+#include <signal.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/common.h"
+#include "checkpoint/pth.h"
+#include "core/sha256.h"
+
+// SHA-256 of torchvision's resnet34-b627a593.pth (data/checksums.sha256): only this file makes a
+// run "pretrained"; any other checkpoint, or --weights random, is reported as such everywhere.
+static const char IMAGENET_SHA256[] =
+    "b627a593bcbe140c234610266fe4f8ae95ea42fc881d091c9b6052e6b1d0590f";
+
+// ----------------------------------------------------------------------------
+// command line
+
+static void usage(const ExpArgs *d, const char *prog, const char *about, unsigned extra) {
+    printf("%s\n\nUsage: %s [options]\n\nOptions:\n", about, prog);
+    printf("  --root DIR            Oxford-IIIT Pet root with images/ and annotations/\n"
+           "                        (default %s)\n", d->root);
+    printf("  --weights PATH|random starting checkpoint (default %s;\n"
+           "                        `make data` downloads it); `random`: a seeded randomly\n"
+           "                        initialised network (its results say so)\n", d->weights);
+    printf("  --keep-fc             keep the checkpoint's 37-way fc instead of a new nn.Linear(512, 37)\n");
+    printf("  --epochs N            epochs to train (default %d; 0 only prepares the caches)\n",
+           d->epochs);
+    printf("  --batch-size N        images per batch (default %d)\n", d->batch_size);
+    printf("  --lr X                Adam learning rate (default %g)\n", (double)d->lr);
+    printf("  --seed N              seeds the new head, the shuffling and `--weights random`\n"
+           "                        (default %llu)\n", (unsigned long long)d->seed);
+    printf("  --device D            auto, cpu or cuda (default %s: the GPU if there is one)\n",
+           d->device);
+    printf("  --precision fp16|fp32 fp16 = autocast-style mixed precision on the GPU (default fp16\n"
+           "                        on cuda, fp32 on the CPU)\n");
+    printf("  --results DIR         where results go (default %s)\n", d->results);
+    printf("  --cache DIR           where the image and feature caches go (default <results>/cache)\n");
+    printf("  --resume              continue from <results>/<name>.ckpt (written after every epoch);\n"
+           "                        the run ends with exactly the numbers of an uninterrupted one\n");
+    printf("  --limit N             use only N evenly spaced images of each split (quick checks, CI)\n");
+    if (extra & EXP_OPT_BN_TRAIN)
+        printf("  --bn-train            the tutorial's exact PyTorch behaviour: the frozen backbone runs\n"
+               "                        in train mode (batch statistics; running statistics drift),\n"
+               "                        every epoch, nothing cached\n");
+    printf("  -h, --help            this help\n");
+}
+
+static long parse_long(const char *opt, const char *v, long lo, long hi) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi) {
+        fprintf(stderr, "error: %s expects an integer in %ld..%ld, got '%s'\n", opt, lo, hi, v);
+        exit(2);
+    }
+    return x;
+}
+
+void exp_parse_args(ExpArgs *a, int argc, char **argv, const char *about, unsigned extra) {
+    ExpArgs d = *a;
+    for (int i = 1; i < argc; i++) {
+        const char *opt = argv[i], *val = NULL;
+        char name[64];
+        const char *eq = strchr(opt, '=');
+        if (eq && strncmp(opt, "--", 2) == 0 && (size_t)(eq - opt) < sizeof name) {
+            memcpy(name, opt, (size_t)(eq - opt));
+            name[eq - opt] = 0;
+            opt = name;
+            val = eq + 1;
+        }
+#define FLAG(s) (strcmp(opt, s) == 0)
+#define VALUE()                                                                                  \
+    (val ? val : (i + 1 < argc ? argv[++i]                                                       \
+                               : (fprintf(stderr, "error: %s needs a value (see --help)\n", opt), \
+                                  exit(2), "")))
+        if (FLAG("-h") || FLAG("--help")) usage(&d, argv[0], about, extra), exit(0);
+        else if (FLAG("--root")) a->root = VALUE();
+        else if (FLAG("--weights")) a->weights = VALUE();
+        else if (FLAG("--device")) a->device = VALUE();
+        else if (FLAG("--results")) a->results = VALUE();
+        else if (FLAG("--cache")) a->cache = VALUE();
+        else if (FLAG("--precision")) a->precision = VALUE();
+        else if (FLAG("--epochs")) a->epochs = (int)parse_long(opt, VALUE(), 0, 100000);
+        else if (FLAG("--batch-size")) a->batch_size = (int)parse_long(opt, VALUE(), 1, 4096);
+        else if (FLAG("--limit")) a->limit = (int)parse_long(opt, VALUE(), 1, 1 << 30);
+        else if (FLAG("--seed")) {
+            const char *v = VALUE();
+            char *end;
+            errno = 0;
+            a->seed = strtoull(v, &end, 0);
+            if (errno || end == v || *end || *v == '-') {
+                fprintf(stderr, "error: --seed expects a non-negative integer, got '%s'\n", v);
+                exit(2);
+            }
+        } else if (FLAG("--lr")) {
+            const char *v = VALUE();
+            char *end;
+            double x = strtod(v, &end);
+            if (end == v || *end || !(x > 0) || x > 10) {
+                fprintf(stderr, "error: --lr expects a positive number, got '%s'\n", v);
+                exit(2);
+            }
+            a->lr = (float)x;
+        } else if (FLAG("--keep-fc") && !val) a->keep_fc = 1;
+        else if (FLAG("--resume") && !val) a->resume = 1;
+        else if (FLAG("--bn-train") && !val && (extra & EXP_OPT_BN_TRAIN)) a->bn_train = 1;
+        else {
+            fprintf(stderr, "error: unknown option '%s' (see %s --help)\n", argv[i], argv[0]);
+            exit(2);
+        }
+#undef FLAG
+#undef VALUE
+    }
+    if (a->precision && strcmp(a->precision, "fp16") != 0 && strcmp(a->precision, "fp32") != 0) {
+        fprintf(stderr, "error: --precision must be fp16 or fp32, got '%s'\n", a->precision);
+        exit(2);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// set-up
+
+// Keeps `limit` evenly spaced items (i * n / limit) at the front of the split, in order.
+static void limit_split(PetSplit *ds, int limit) {
+    if (limit <= 0 || limit >= ds->n) return;
+    for (int i = 0; i < limit; i++) {
+        int j = (int)((long long)i * ds->n / limit); // j >= i, increasing
+        PetItem t = ds->items[i];
+        ds->items[i] = ds->items[j];
+        ds->items[j] = t;
+    }
+    ds->n = limit;
+    memset(ds->class_count, 0, sizeof ds->class_count);
+    for (int i = 0; i < limit; i++) ds->class_count[ds->items[i].label]++;
+}
+
+// What a split's cached contents depend on: its annotation file, and each listed image's name,
+// label, size and modification time (a re-extracted or edited image invalidates the caches).
+static void split_key(const PetSplit *ds, char key[65]) {
+    Sha256 h;
+    sha256_init(&h);
+    char *ann = xasprintf("%s/annotations/%s.txt", ds->root, ds->split);
+    size_t n = 0;
+    uint8_t *buf = read_file(ann, &n, 0, NULL, 0);
+    sha256_update(&h, ds->split, strlen(ds->split) + 1);
+    if (buf) sha256_update(&h, buf, n);
+    free(buf);
+    free(ann);
+    for (int i = 0; i < ds->n; i++) {
+        struct stat st;
+        memset(&st, 0, sizeof st);
+        stat(ds->items[i].path, &st);
+        char line[512];
+        int len = snprintf(line, sizeof line, "%s %d %lld %lld.%09ld\n", ds->items[i].name,
+                           ds->items[i].label, (long long)st.st_size, (long long)st.st_mtim.tv_sec,
+                           st.st_mtim.tv_nsec);
+        sha256_update(&h, line, (size_t)len);
+    }
+    sha256_final_hex(&h, key);
+}
+
+static void load_weights(Experiment *x) {
+    const ExpArgs *a = &x->a;
+    char err[1024];
+    int classes = resnet34_num_classes(x->model);
+    if (strcmp(a->weights, "random") == 0) {
+        resnet34_init_random(x->model, a->seed);
+        x->weights_sha[0] = 0;
+        x->weights_pretrained = 0;
+        printf("weights: random initialisation (seed %llu): NOT the ImageNet weights; results "
+               "are labelled so\n", (unsigned long long)a->seed);
+        return;
+    }
+    if (!file_exists(a->weights))
+        die("%s: weights file not found. Run `make data` to download torchvision's ImageNet "
+            "weights (resnet34-b627a593.pth), or pass --weights random for a randomly initialised "
+            "backbone (not pretrained; for tests)", a->weights);
+    size_t n = 0;
+    uint8_t *buf = read_file(a->weights, &n, 0, err, sizeof err);
+    if (!buf) die("%s", err);
+    Sha256 h;
+    sha256_init(&h);
+    sha256_update(&h, buf, n);
+    sha256_final_hex(&h, x->weights_sha);
+    x->weights_pretrained = strcmp(x->weights_sha, IMAGENET_SHA256) == 0;
+    StateDict sd = {0};
+    if (pth_load_mem(buf, n, a->weights, &sd, err, sizeof err)) die("%s", err);
+    free(buf);
+    if (a->keep_fc) { // the head must already have our number of classes
+        const PthTensor *w = sd_find(&sd, "fc.weight"), *b = sd_find(&sd, "fc.bias");
+        if (!w || !b) die("%s: --keep-fc, but the checkpoint has no fc.weight / fc.bias", a->weights);
+        if (w->ndim != 2 || w->shape[0] != classes || w->shape[1] != RESNET34_FEATURES ||
+            b->ndim != 1 || b->shape[0] != classes)
+            die("%s: --keep-fc needs a %d-class head, fc.weight (%d, %d) and fc.bias (%d), but the "
+                "checkpoint has fc.weight (%lld, %lld) and fc.bias (%lld): it was trained for "
+                "another number of classes; drop --keep-fc to start a new head",
+                a->weights, classes, classes, RESNET34_FEATURES, classes, (long long)w->shape[0],
+                (long long)(w->ndim > 1 ? w->shape[1] : 0), (long long)b->shape[0]);
+    }
+    if (resnet34_load_state(x->model, &sd, a->keep_fc, err, sizeof err))
+        die("%s: %s", a->weights, err);
+    sd_free(&sd);
+    // region: new-head
+    // The tutorial's `model.fc = nn.Linear(512, 37)`: a new head, nn.Linear's default init.
+    if (!a->keep_fc) resnet34_reset_fc(x->model, a->seed);
+    // endregion
+    printf("weights: %s (%s)%s\n", a->weights,
+           x->weights_pretrained ? "torchvision's ImageNet weights" : "NOT the ImageNet weights",
+           a->keep_fc ? ", its fc kept" : ", new 512->37 head");
+}
+
+// A run killed while writing (kill -9, power loss) leaves "<file>.tmp.<pid>" behind: remove
+// those of this experiment whose writer no longer exists.
+static void remove_stale_temporaries(const Experiment *x) {
+    char *patterns[2] = {xasprintf("%s/%s.*.tmp.*", x->a.results, x->name),
+                         xasprintf("%s/*.tmp.*", x->a.cache)};
+    for (int k = 0; k < 2; k++) {
+        glob_t g;
+        if (glob(patterns[k], 0, NULL, &g) == 0) {
+            for (size_t i = 0; i < g.gl_pathc; i++) {
+                const char *dot = strrchr(g.gl_pathv[i], '.');
+                long pid = dot ? strtol(dot + 1, NULL, 10) : 0;
+                if (pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH &&
+                    unlink(g.gl_pathv[i]) == 0)
+                    printf("removed %s, left by an interrupted run\n", g.gl_pathv[i]);
+            }
+            globfree(&g);
+        }
+        free(patterns[k]);
+    }
+}
+
+// Ctrl-C or kill: say what is saved and how to continue. The message is prepared outside the
+// handler (exp_note_saved), which only write()s it: async-signal-safe.
+static char interrupt_msg[1024] = "\ninterrupted before the first checkpoint; nothing to resume\n";
+
+static void on_interrupt(int sig) {
+    ssize_t rc = write(2, interrupt_msg, strlen(interrupt_msg));
+    (void)rc;
+    _exit(128 + sig);
+}
+
+void exp_note_saved(const Experiment *x, int epochs_saved) {
+    snprintf(interrupt_msg, sizeof interrupt_msg,
+             "\ninterrupted: %d of %d epochs are saved in %s/%s.ckpt; run the same command with "
+             "--resume to continue\n", epochs_saved, x->a.epochs, x->a.results, x->name);
+}
+
+void exp_setup(Experiment *x, const ExpArgs *a, const char *chapter, const char *name,
+               const char *mode) {
+    memset(x, 0, sizeof *x);
+    x->t_start = now_seconds();
+    x->a = *a;
+    x->chapter = chapter;
+    x->name = xstrdup(name ? name : chapter);
+    x->mode = mode;
+    x->cache_status = "none";
+    if (!x->a.cache) x->a.cache = xasprintf("%s/cache", a->results);
+    char err[1024];
+    PetSplit *sp[2] = {&x->train, &x->val};
+    const char *splits[2] = {"trainval", "test"};
+    int *all[2] = {&x->train_n_all, &x->val_n_all};
+    for (int s = 0; s < 2; s++) {
+        if (pets_open(a->root, splits[s], sp[s], err, sizeof err)) die("%s", err);
+        *all[s] = sp[s]->n;
+        limit_split(sp[s], a->limit);
+        split_key(sp[s], x->data_key[s]);
+    }
+    printf("%s: %d training images (trainval), %d validation images (test)%s\n", x->name,
+           x->train.n, x->val.n, a->limit ? " (--limit)" : "");
+
+    Precision prec = PREC_FP32;
+    if (a->precision) prec = strcmp(a->precision, "fp16") == 0 ? PREC_FP16 : PREC_FP32;
+    else if (strcmp(a->device, "cuda") == 0 ||
+             (strcmp(a->device, "auto") == 0 && backend_cuda_available()))
+        prec = PREC_FP16; // the tutorial's autocast on the GPU
+    x->be = backend_open(a->device, prec, 0, err, sizeof err);
+    if (!x->be) die("%s", err);
+    x->precision = x->be->precision;
+
+    x->model = resnet34_create(x->be, PETS_NUM_CLASSES);
+    load_weights(x);
+    x->val_logits = xcalloc((size_t)x->val.n * PETS_NUM_CLASSES, sizeof(float));
+    x->val_seen = xcalloc((size_t)x->val.n, 1);
+    remove_stale_temporaries(x);
+    signal(SIGINT, on_interrupt);
+    signal(SIGTERM, on_interrupt);
+}
+
+void exp_close(Experiment *x) {
+    resnet34_free(x->model);
+    backend_close(x->be);
+    x->train.n = x->train_n_all;
+    x->val.n = x->val_n_all;
+    pets_free(&x->train);
+    pets_free(&x->val);
+    free(x->rows);
+    free(x->val_logits);
+    free(x->val_seen);
+    free(x->name);
+}
+
+// ----------------------------------------------------------------------------
+// epoch log
+
+void exp_log_epoch(Experiment *x, int epoch, ExpRow row) {
+    // region: epoch-line
+    printf("Epoch: %2d/%d | Epoch Duration: %.3f sec | Val Loss: %.5f | Val Acc: %.3f |\n",
+           epoch + 1, x->a.epochs, row.seconds, row.val_loss, row.val_acc);
+    // endregion
+    fflush(stdout);
+    x->rows = xrealloc(x->rows, (size_t)(x->n_rows + 1) * sizeof(ExpRow));
+    x->rows[x->n_rows++] = row;
+}
+
+char *exp_out_path(const Experiment *x, const char *suffix) {
+    return xasprintf("%s/%s%s", x->a.results, x->name, suffix);
+}
+
+void exp_write_csv(Experiment *x) {
+    char err[1024];
+    char *path = exp_out_path(x, ".csv");
+    AtomicFile af;
+    FILE *f = afile_open(&af, path, err, sizeof err);
+    if (!f) die("%s", err);
+    fprintf(f, "epoch,train_loss,val_loss,val_acc,lr,seconds\n");
+    for (int i = 0; i < x->n_rows; i++) {
+        const ExpRow *r = &x->rows[i];
+        fprintf(f, "%d,%.9g,%.9g,%.9g,%.6g,%.3f\n", i + 1, r->train_loss, r->val_loss, r->val_acc,
+                r->lr, r->seconds);
+    }
+    if (afile_commit(&af, err, sizeof err)) die("%s", err);
+    free(path);
+}
+
+// ----------------------------------------------------------------------------
+// results
+
+static void write_predictions(Experiment *x) {
+    char err[1024];
+    char *path = exp_out_path(x, ".predictions.csv");
+    AtomicFile af;
+    FILE *f = afile_open(&af, path, err, sizeof err);
+    if (!f) die("%s", err);
+    const int k = resnet34_num_classes(x->model);
+    fprintf(f, "index,name,label,pred,prob_pred,prob_label,label_name,pred_name\n");
+    for (int i = 0; i < x->val.n; i++) {
+        if (!x->val_seen[i]) continue; // an image that could not be decoded
+        const float *z = x->val_logits + (size_t)i * PETS_NUM_CLASSES;
+        int pred = 0;
+        for (int j = 1; j < k; j++)
+            if (z[j] > z[pred]) pred = j;
+        double sum = 0;
+        for (int j = 0; j < k; j++) sum += exp((double)z[j] - (double)z[pred]);
+        int label = x->val.items[i].label;
+        fprintf(f, "%d,%s,%d,%d,%.6f,%.6f,%s,%s\n", i, x->val.items[i].name, label, pred, 1.0 / sum,
+                exp((double)z[label] - (double)z[pred]) / sum, pets_class_name(&x->val, label),
+                pets_class_name(&x->val, pred));
+    }
+    if (afile_commit(&af, err, sizeof err)) die("%s", err);
+    free(path);
+}
+
+static void json_str(FILE *f, int *first, const char *k, const char *v) {
+    fprintf(f, "%s\n  \"%s\": \"", *first ? "{" : ",", k);
+    for (const char *c = v; *c; c++) {
+        if (*c == '"' || *c == '\\') fprintf(f, "\\%c", *c);
+        else if ((unsigned char)*c < 0x20) fprintf(f, "\\u%04x", *c);
+        else fputc(*c, f);
+    }
+    fputc('"', f);
+    *first = 0;
+}
+static void json_num(FILE *f, int *first, const char *k, double v) {
+    if (isfinite(v)) fprintf(f, "%s\n  \"%s\": %.9g", *first ? "{" : ",", k, v);
+    else fprintf(f, "%s\n  \"%s\": \"%s\"", *first ? "{" : ",", k, isnan(v) ? "nan" : "inf");
+    *first = 0;
+}
+
+// A float learning rate as the decimal it was meant to be (1e-3f prints as 0.001).
+static double round6(double v) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.6g", v);
+    return strtod(buf, NULL);
+}
+
+void exp_finish(Experiment *x) {
+    char err[1024];
+    // the final model first (the largest file, so a full disk shows before the small ones are
+    // replaced): a torchvision state dict with the 37-way fc
+    char *model_path = exp_out_path(x, ".pth");
+    StateDict sd = {0};
+    resnet34_to_state(x->model, &sd);
+    if (pth_save(model_path, &sd, x->name, err, sizeof err))
+        die("%s (written atomically: the previous %s is left as it was)", err, model_path);
+    sd_free(&sd);
+    write_predictions(x);
+    exp_write_csv(x);
+
+    // summary over the epochs
+    const ExpRow *last = &x->rows[x->n_rows - 1];
+    int best = 0, reductions = 0;
+    double epoch_seconds = 0;
+    for (int i = 0; i < x->n_rows; i++) {
+        if (x->rows[i].val_acc > x->rows[best].val_acc) best = i;
+        if (i > 0 && x->rows[i].lr < x->rows[i - 1].lr) reductions++;
+        epoch_seconds += x->rows[i].seconds;
+    }
+    int correct = 0, seen = 0;
+    for (int i = 0; i < x->val.n; i++) {
+        if (!x->val_seen[i]) continue;
+        const float *z = x->val_logits + (size_t)i * PETS_NUM_CLASSES;
+        int pred = 0;
+        for (int j = 1; j < resnet34_num_classes(x->model); j++)
+            if (z[j] > z[pred]) pred = j;
+        correct += pred == x->val.items[i].label;
+        seen++;
+    }
+    int present = 0;
+    for (int c = 0; c < PETS_NUM_CLASSES; c++) present += x->train.class_count[c] > 0;
+
+    char *path = exp_out_path(x, ".json");
+    AtomicFile af;
+    FILE *f = afile_open(&af, path, err, sizeof err);
+    if (!f) die("%s", err);
+    int first = 1;
+    char *csv = exp_out_path(x, ".csv"), *pred = exp_out_path(x, ".predictions.csv");
+    json_str(f, &first, "chapter", x->chapter);
+    json_str(f, &first, "name", x->name);
+    json_str(f, &first, "mode", x->mode);
+    json_str(f, &first, "device", x->be->name);
+    json_str(f, &first, "device_description", x->be->description);
+    json_str(f, &first, "precision", x->precision == PREC_FP16 ? "fp16" : "fp32");
+    json_str(f, &first, "weights", x->a.weights);
+    json_num(f, &first, "weights_pretrained", x->weights_pretrained);
+    json_str(f, &first, "weights_sha256", x->weights_sha[0] ? x->weights_sha : "random");
+    json_num(f, &first, "keep_fc", x->a.keep_fc);
+    json_num(f, &first, "seed", (double)x->a.seed);
+    json_str(f, &first, "root", x->a.root);
+    json_num(f, &first, "limit", x->a.limit);
+    json_num(f, &first, "num_classes", resnet34_num_classes(x->model));
+    json_num(f, &first, "classes_present", present);
+    json_num(f, &first, "train_images", x->train.n - x->failed[0]);
+    json_num(f, &first, "val_images", x->val.n - x->failed[1]);
+    json_num(f, &first, "train_failed", x->failed[0]);
+    json_num(f, &first, "val_failed", x->failed[1]);
+    json_num(f, &first, "batch_size", x->a.batch_size);
+    json_str(f, &first, "optimizer", "Adam");
+    json_str(f, &first, "loss", "CrossEntropyLoss(reduction='sum')");
+    json_str(f, &first, "scheduler", "ReduceLROnPlateau(factor=0.1, patience=2) on val loss");
+    json_num(f, &first, "lr_initial", round6(x->a.lr));
+    json_num(f, &first, "lr_final", round6(last->lr));
+    json_num(f, &first, "lr_reductions", reductions);
+    json_num(f, &first, "epochs", x->n_rows);
+    json_num(f, &first, "resumed_from_epoch", x->resumed_from);
+    json_num(f, &first, "final_train_loss", last->train_loss);
+    json_num(f, &first, "final_val_loss", last->val_loss);
+    json_num(f, &first, "final_val_acc", last->val_acc);
+    json_num(f, &first, "final_val_correct", correct);
+    json_num(f, &first, "final_val_count", seen);
+    json_num(f, &first, "first_val_acc", x->rows[0].val_acc);
+    json_num(f, &first, "best_val_acc", x->rows[best].val_acc);
+    json_num(f, &first, "best_epoch", best + 1);
+    json_num(f, &first, "seconds_setup", x->setup_seconds);
+    json_num(f, &first, "seconds_features", x->feature_seconds);
+    json_num(f, &first, "seconds_epochs", epoch_seconds);
+    json_num(f, &first, "seconds_per_epoch", epoch_seconds / x->n_rows);
+    json_num(f, &first, "seconds_total", x->setup_seconds + epoch_seconds);
+    json_num(f, &first, "seconds_wall", now_seconds() - x->t_start);
+    json_str(f, &first, "cache", x->cache_status);
+    json_str(f, &first, "csv", csv);
+    json_str(f, &first, "predictions", pred);
+    json_str(f, &first, "model", model_path);
+    fprintf(f, "\n}\n");
+    if (afile_commit(&af, err, sizeof err)) die("%s", err);
+    printf("results: %s, %s, %s, %s\n", csv, pred, model_path, path);
+    free(csv);
+    free(pred);
+    free(path);
+    free(model_path);
+}

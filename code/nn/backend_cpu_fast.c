@@ -1,0 +1,605 @@
+// backend_cpu_fast.c: the fast CPU kernels. cpu_fast_install() replaces entries of the CPU
+// backend table (built by backend_cpu.c from its naive reference kernels) by versions with the
+// very same arguments and semantics:
+// - convolutions run on oneDNN's AVX-512 kernels in blocked layouts (cpu_conv_dnnl.c); tensors
+//   stay NCHW float32, the layout every CPU kernel shares;
+// - the memory-bound layers (batch norm, ReLU, residual add, pooling, linear, Adam, fills) are
+//   written here as vectorisable loops, split over threads with OpenMP (the same thread pool
+//   oneDNN uses).
+// Threads: PETS_THREADS, else OMP_NUM_THREADS, else every online core. PETS_CPU_REFERENCE=1 keeps
+// the reference kernels (the tests compare every fast kernel against them: tests/test_cpu_fast.c).
+#include "nn/backend_cpu_fast.h"
+
+#include <math.h>
+#include <oneapi/dnnl/dnnl.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/common.h"
+#include "nn/cpu_conv_dnnl.h"
+#include "nn/train.h"
+
+// ----------------------------------------------------------------------------
+// shared state: one oneDNN convolution cache per process, released with the last backend
+
+static struct {
+    CpuConv *conv;
+    int refs;
+    void (*destroy)(Backend *be); // the table's own destroy, called after ours
+} g_fast;
+
+static inline float *F(const Tensor *t) { return (float *)t->data; }
+
+// Work below this many elements runs on one thread: a parallel region costs more than it saves
+// (and much more when other processes compete for the cores).
+#define PAR_MIN ((size_t)1 << 15)
+
+static void need_same_shape(const char *op, const Tensor *a, const Tensor *b) {
+    if (a->n != b->n || a->c != b->c || a->h != b->h || a->w != b->w)
+        die("backend_cpu_fast.c: %s: shapes differ: (%d, %d, %d, %d) vs (%d, %d, %d, %d)", op,
+            a->n, a->c, a->h, a->w, b->n, b->c, b->h, b->w);
+}
+
+// ----------------------------------------------------------------------------
+// tensors
+
+static void fast_tensor_fill(Tensor *t, float value) {
+    float *p = F(t);
+    size_t n = t->numel;
+#pragma omp parallel for simd schedule(static) if (parallel : n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) p[i] = value;
+}
+
+static void fast_tensor_copy(Tensor *dst, const Tensor *src) {
+    need_same_shape("tensor_copy", dst, src);
+    const size_t chunk = 1 << 16;
+    size_t n = src->numel, nchunks = (n + chunk - 1) / chunk;
+    float *d = F(dst);
+    const float *s = F(src);
+#pragma omp parallel for schedule(static) if (parallel : n >= PAR_MIN)
+    for (size_t i = 0; i < nchunks; i++) {
+        size_t lo = i * chunk, len = lo + chunk < n ? chunk : n - lo;
+        memcpy(d + lo, s + lo, len * sizeof(float));
+    }
+}
+
+static int fast_tensor_nonfinite(const Tensor *t) {
+    const uint32_t *p = (const uint32_t *)t->data;
+    size_t n = t->numel;
+    int bad = 0;
+#pragma omp parallel for simd reduction(| : bad) schedule(static) if (parallel : n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) bad |= (p[i] & 0x7f800000u) == 0x7f800000u;
+    return bad;
+}
+
+// ----------------------------------------------------------------------------
+// convolution (oneDNN)
+
+static ConvShape conv_shape(const char *op, const Tensor *x, const Tensor *w, const Tensor *y,
+                            int stride, int pad) {
+    if (w->c != x->c || y->n != x->n || y->c != w->n)
+        die("backend_cpu_fast.c: %s: x (%d, %d, %d, %d), w (%d, %d, %d, %d) and y/dy (%d, %d, "
+            "%d, %d) do not fit together",
+            op, x->n, x->c, x->h, x->w, w->n, w->c, w->h, w->w, y->n, y->c, y->h, y->w);
+    ConvShape sh = {x->n, x->c, x->h, x->w, w->n, w->h, w->w, y->h, y->w, stride, pad};
+    return sh;
+}
+
+static void fast_conv2d_forward(Backend *be, const Tensor *x, const Tensor *w, Tensor *y,
+                                int stride, int pad) {
+    (void)be;
+    ConvShape sh = conv_shape("conv2d_forward", x, w, y, stride, pad);
+    cpu_conv_forward(g_fast.conv, &sh, F(x), F(w), F(y));
+}
+
+static void fast_conv2d_backward(Backend *be, const Tensor *x, const Tensor *w, const Tensor *dy,
+                                 Tensor *dx, Tensor *dw, int stride, int pad) {
+    (void)be;
+    ConvShape sh = conv_shape("conv2d_backward", x, w, dy, stride, pad);
+    if (dx) need_same_shape("conv2d_backward dx", dx, x);
+    if (dw) need_same_shape("conv2d_backward dw", dw, w);
+    cpu_conv_backward(g_fast.conv, &sh, F(x), F(w), F(dy), dx ? F(dx) : NULL, dw ? F(dw) : NULL);
+}
+
+// ----------------------------------------------------------------------------
+// batch norm: one channel per iteration, statistics accumulated in double
+
+// Sum and sum of squares of (v - shift) over one channel's N rows of hw values.
+static void channel_moments(const float *x, int n, size_t row_stride, size_t hw, float shift,
+                            double *sum, double *sumsq) {
+    double s = 0, ss = 0;
+    for (int i = 0; i < n; i++) {
+        const float *row = x + (size_t)i * row_stride;
+        double a = 0, b = 0;
+#pragma omp simd reduction(+ : a, b)
+        for (size_t j = 0; j < hw; j++) {
+            double d = (double)(row[j] - shift);
+            a += d;
+            b += d * d;
+        }
+        s += a;
+        ss += b;
+    }
+    *sum = s;
+    *sumsq = ss;
+}
+
+static void fast_batchnorm_forward(Backend *be, const Tensor *x, BatchNorm *bn, Tensor *y,
+                                   int training) {
+    (void)be;
+    need_same_shape("batchnorm_forward", x, y);
+    const int N = x->n, C = x->c;
+    const size_t HW = (size_t)x->h * x->w, CHW = (size_t)C * HW;
+    const double M = (double)N * HW;
+    if (training && M < 2)
+        die("backend_cpu_fast.c: batchnorm_forward in training mode needs more than one value per "
+            "channel, got input (%d, %d, %d, %d)", x->n, x->c, x->h, x->w);
+    const float *xp = F(x), *g = F(bn->weight), *b = F(bn->bias);
+    float *yp = F(y), *rm = F(bn->running_mean), *rv = F(bn->running_var);
+    float *sm = training ? F(bn->save_mean) : NULL, *si = training ? F(bn->save_invstd) : NULL;
+    const float mom = bn->momentum, eps = bn->eps;
+#pragma omp parallel for schedule(static) if (x->numel >= PAR_MIN)
+    for (int c = 0; c < C; c++) {
+        const float *xc = xp + c * HW;
+        float mean, invstd;
+        if (training) {
+            float shift = xc[0]; // shifted sums: no cancellation when |mean| >> std
+            double s, ss;
+            channel_moments(xc, N, CHW, HW, shift, &s, &ss);
+            double dm = s / M, var = ss / M - dm * dm;
+            if (var < 0) var = 0;
+            mean = (float)(shift + dm);
+            invstd = (float)(1.0 / sqrt(var + eps));
+            sm[c] = mean;
+            si[c] = invstd;
+            rm[c] = mom * mean + (1 - mom) * rm[c];
+            rv[c] = mom * (float)(var * M / (M - 1)) + (1 - mom) * rv[c];
+        } else {
+            mean = rm[c];
+            invstd = 1.0f / sqrtf(rv[c] + eps);
+        }
+        const float scale = g[c] * invstd, shift = b[c] - mean * scale;
+        for (int i = 0; i < N; i++) {
+            const float *row = xc + (size_t)i * CHW;
+            float *out = yp + (size_t)i * CHW + c * HW;
+#pragma omp simd
+            for (size_t j = 0; j < HW; j++) out[j] = row[j] * scale + shift;
+        }
+    }
+    if (training) bn->num_batches_tracked++;
+}
+
+// PyTorch's batch_norm_backward: with batch statistics
+//   dx = (dy - mean(dy) - (x - mean) * sum(dy (x - mean)) invstd^2 / M) * invstd * gamma,
+// with running statistics dx = dy * invstd * gamma; dgamma = sum(dy xhat), dbeta = sum(dy).
+static void fast_batchnorm_backward(Backend *be, const Tensor *x, BatchNorm *bn, const Tensor *dy,
+                                    Tensor *dx, int training) {
+    (void)be;
+    need_same_shape("batchnorm_backward", x, dy);
+    if (dx) need_same_shape("batchnorm_backward dx", x, dx);
+    const int N = x->n, C = x->c;
+    const size_t HW = (size_t)x->h * x->w, CHW = (size_t)C * HW;
+    const double M = (double)N * HW;
+    const float *xp = F(x), *dyp = F(dy), *g = F(bn->weight);
+    float *dxp = dx ? F(dx) : NULL;
+    float *dg = bn->dweight ? F(bn->dweight) : NULL, *db = bn->dbias ? F(bn->dbias) : NULL;
+    const int need_sums = (dxp && training) || dg || db; // eval-mode dx needs no sums
+    if (!dxp && !need_sums) return;
+#pragma omp parallel for schedule(static) if (x->numel >= PAR_MIN)
+    for (int c = 0; c < C; c++) {
+        float mean, invstd;
+        if (training) {
+            mean = F(bn->save_mean)[c];
+            invstd = F(bn->save_invstd)[c];
+        } else {
+            mean = F(bn->running_mean)[c];
+            invstd = 1.0f / sqrtf(F(bn->running_var)[c] + bn->eps);
+        }
+        double sdy = 0, sdyx = 0;
+        if (need_sums)
+            for (int i = 0; i < N; i++) {
+                const float *xr = xp + (size_t)i * CHW + c * HW, *dr = dyp + (size_t)i * CHW + c * HW;
+                double a = 0, b = 0;
+#pragma omp simd reduction(+ : a, b)
+                for (size_t j = 0; j < HW; j++) {
+                    a += dr[j];
+                    b += (double)dr[j] * (double)(xr[j] - mean);
+                }
+                sdy += a;
+                sdyx += b;
+            }
+        if (dg) dg[c] = (float)(sdyx * invstd);
+        if (db) db[c] = (float)sdy;
+        if (!dxp) continue;
+        const float w = g[c] * invstd;
+        if (training) {
+            const float gmean = (float)(sdy / M), k = (float)(sdyx * invstd * invstd / M);
+            for (int i = 0; i < N; i++) {
+                const float *xr = xp + (size_t)i * CHW + c * HW, *dr = dyp + (size_t)i * CHW + c * HW;
+                float *out = dxp + (size_t)i * CHW + c * HW;
+#pragma omp simd
+                for (size_t j = 0; j < HW; j++) out[j] = (dr[j] - gmean - (xr[j] - mean) * k) * w;
+            }
+        } else {
+            for (int i = 0; i < N; i++) {
+                const float *dr = dyp + (size_t)i * CHW + c * HW;
+                float *out = dxp + (size_t)i * CHW + c * HW;
+#pragma omp simd
+                for (size_t j = 0; j < HW; j++) out[j] = dr[j] * w;
+            }
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// ReLU and the residual adds (element-wise; in place allowed). NaN passes through relu and its
+// gradient as in PyTorch (x <= 0 is false for NaN).
+
+static void fast_relu_forward(Backend *be, const Tensor *x, Tensor *y) {
+    (void)be;
+    need_same_shape("relu_forward", x, y);
+    const float *xp = F(x);
+    float *yp = F(y);
+    size_t n = x->numel;
+#pragma omp parallel for simd schedule(static) if (parallel : n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) yp[i] = xp[i] <= 0.0f ? 0.0f : xp[i];
+}
+
+static void fast_relu_backward(Backend *be, const Tensor *y, const Tensor *dy, Tensor *dx) {
+    (void)be;
+    need_same_shape("relu_backward", y, dy);
+    need_same_shape("relu_backward dx", y, dx);
+    const float *yp = F(y), *dyp = F(dy);
+    float *dxp = F(dx);
+    size_t n = y->numel;
+#pragma omp parallel for simd schedule(static) if (parallel : n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) dxp[i] = yp[i] <= 0.0f ? 0.0f : dyp[i];
+}
+
+static void fast_add_relu_forward(Backend *be, const Tensor *a, const Tensor *b, Tensor *y) {
+    (void)be;
+    need_same_shape("add_relu_forward", a, b);
+    need_same_shape("add_relu_forward y", a, y);
+    const float *ap = F(a), *bp = F(b);
+    float *yp = F(y);
+    size_t n = a->numel;
+#pragma omp parallel for simd schedule(static) if (parallel : n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        float s = ap[i] + bp[i];
+        yp[i] = s <= 0.0f ? 0.0f : s;
+    }
+}
+
+static void fast_add_forward(Backend *be, const Tensor *a, const Tensor *b, Tensor *y) {
+    (void)be;
+    need_same_shape("add_forward", a, b);
+    need_same_shape("add_forward y", a, y);
+    const float *ap = F(a), *bp = F(b);
+    float *yp = F(y);
+    size_t n = a->numel;
+#pragma omp parallel for simd schedule(static) if (parallel : n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) yp[i] = ap[i] + bp[i];
+}
+
+// ----------------------------------------------------------------------------
+// max pool: windows clipped to the input (padding never wins); the first maximum in row-major
+// window order wins ties, a NaN wins over numbers (PyTorch's rules). Parallel over (n, c) planes.
+
+static void pool_check(const char *op, const Tensor *x, const Tensor *y, int k, int stride,
+                       int pad) {
+    if (k <= 0 || stride <= 0 || pad < 0 || 2 * pad > k || y->n != x->n || y->c != x->c ||
+        y->h != (x->h + 2 * pad - k) / stride + 1 || y->w != (x->w + 2 * pad - k) / stride + 1)
+        die("backend_cpu_fast.c: %s: x (%d, %d, %d, %d) -> y (%d, %d, %d, %d) does not fit "
+            "kernel %d, stride %d, pad %d", op, x->n, x->c, x->h, x->w, y->n, y->c, y->h, y->w, k,
+            stride, pad);
+}
+
+// Forward is separable: for each output row, the column maxima over the window's rows
+// (contiguous, vectorised), then the maxima over each window's columns. A max that lets NaN win is
+// associative, so the values equal the row-major scan of the reference (only the sign of a zero
+// tied with another zero may differ).
+static inline float max_nan(float m, float v) { return (v > m || isnan(v)) ? v : m; }
+
+static void fast_maxpool_forward(Backend *be, const Tensor *x, Tensor *y, int k, int stride,
+                                 int pad) {
+    (void)be;
+    pool_check("maxpool_forward", x, y, k, stride, pad);
+    const int H = x->h, W = x->w, P = y->h, Q = y->w;
+    const long planes = (long)x->n * x->c;
+    const float *xp = F(x);
+    float *yp = F(y);
+#pragma omp parallel if (x->numel >= PAR_MIN)
+    {
+        float *cm = xmalloc(sizeof(float) * W);
+#pragma omp for schedule(static)
+        for (long pl = 0; pl < planes; pl++) {
+            const float *in = xp + (size_t)pl * H * W;
+            float *out = yp + (size_t)pl * P * Q;
+            for (int p = 0; p < P; p++) {
+                int h0 = p * stride - pad, hs = h0 < 0 ? 0 : h0, he = h0 + k > H ? H : h0 + k;
+                memcpy(cm, in + (size_t)hs * W, sizeof(float) * W);
+                for (int h = hs + 1; h < he; h++) {
+                    const float *row = in + (size_t)h * W;
+#pragma omp simd
+                    for (int w = 0; w < W; w++) cm[w] = max_nan(cm[w], row[w]);
+                }
+                float *o = out + (size_t)p * Q;
+                if (k == 3 && stride == 2 && pad == 1 && Q >= 2) { // ResNet's stem pool
+                    o[0] = max_nan(cm[0], cm[1]);
+                    int qe = (W - 2) / 2 + 1 < Q ? (W - 2) / 2 + 1 : Q; // windows inside the row
+#pragma omp simd
+                    for (int q = 1; q < qe; q++)
+                        o[q] = max_nan(max_nan(cm[2 * q - 1], cm[2 * q]), cm[2 * q + 1]);
+                    for (int q = qe; q < Q; q++) {
+                        float m = -INFINITY;
+                        for (int w = 2 * q - 1; w < W && w <= 2 * q + 1; w++) m = max_nan(m, cm[w]);
+                        o[q] = m;
+                    }
+                } else {
+                    for (int q = 0; q < Q; q++) {
+                        int w0 = q * stride - pad, ws = w0 < 0 ? 0 : w0, we = w0 + k > W ? W : w0 + k;
+                        float m = -INFINITY;
+                        for (int w = ws; w < we; w++) m = max_nan(m, cm[w]);
+                        o[q] = m;
+                    }
+                }
+            }
+        }
+        free(cm);
+    }
+}
+
+// Backward routes each dy to the reference's argmax, found for a whole output row at once: the
+// window positions are visited in the reference's row-major order, each as a vectorised pass over
+// the output columns q that keeps (value, index) where the new value is larger or NaN (the
+// reference's rule: first maximum wins ties, a NaN wins). Then a scalar pass adds dy at the
+// indices (neighbouring windows may share an input).
+static void fast_maxpool_backward(Backend *be, const Tensor *x, const Tensor *dy, Tensor *dx,
+                                  int k, int stride, int pad) {
+    (void)be;
+    pool_check("maxpool_backward", x, dy, k, stride, pad);
+    need_same_shape("maxpool_backward dx", x, dx);
+    const int H = x->h, W = x->w, P = dy->h, Q = dy->w;
+    const long planes = (long)x->n * x->c;
+    const float *xp = F(x), *dyp = F(dy);
+    float *dxp = F(dx);
+#pragma omp parallel if (x->numel >= PAR_MIN)
+    {
+        float *best = xmalloc(sizeof(float) * Q);
+        int *arg = xmalloc(sizeof(int) * Q);
+#pragma omp for schedule(static)
+        for (long pl = 0; pl < planes; pl++) {
+            const float *in = xp + (size_t)pl * H * W, *g = dyp + (size_t)pl * P * Q;
+            float *out = dxp + (size_t)pl * H * W;
+            memset(out, 0, sizeof(float) * H * W);
+            for (int p = 0; p < P; p++) {
+                int h0 = p * stride - pad, hs = h0 < 0 ? 0 : h0, he = h0 + k > H ? H : h0 + k;
+                for (int q = 0; q < Q; q++) { // the window's first position, as the reference
+                    int w0 = q * stride - pad;
+                    best[q] = -INFINITY;
+                    arg[q] = hs * W + (w0 < 0 ? 0 : w0);
+                }
+                for (int h = hs; h < he; h++)
+                    for (int dw = 0; dw < k; dw++) {
+                        // columns q whose position w = q*stride - pad + dw lies in [0, W)
+                        int off = dw - pad, qa = off < 0 ? (-off + stride - 1) / stride : 0;
+                        int qb = W - off <= 0 ? 0 : (W - off - 1) / stride + 1;
+                        if (qb > Q) qb = Q;
+                        const float *row = in + (size_t)h * W + off;
+                        const int base = h * W + off;
+#pragma omp simd
+                        for (int q = qa; q < qb; q++) {
+                            float v = row[q * stride];
+                            int take = v > best[q] || v != v;
+                            best[q] = take ? v : best[q];
+                            arg[q] = take ? base + q * stride : arg[q];
+                        }
+                    }
+                const float *gr = g + (size_t)p * Q;
+                for (int q = 0; q < Q; q++) out[arg[q]] += gr[q];
+            }
+        }
+        free(best);
+        free(arg);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// adaptive average pool to 1x1
+
+static void fast_avgpool_forward(Backend *be, const Tensor *x, Tensor *y) {
+    (void)be;
+    if (y->n != x->n || y->c != x->c || y->h != 1 || y->w != 1)
+        die("backend_cpu_fast.c: avgpool_forward: y (%d, %d, %d, %d) is not (%d, %d, 1, 1)", y->n,
+            y->c, y->h, y->w, x->n, x->c);
+    const size_t HW = (size_t)x->h * x->w;
+    const long planes = (long)x->n * x->c;
+    const float *xp = F(x);
+    float *yp = F(y);
+#pragma omp parallel for schedule(static) if (x->numel >= PAR_MIN)
+    for (long pl = 0; pl < planes; pl++) {
+        const float *in = xp + pl * HW;
+        double s = 0;
+#pragma omp simd reduction(+ : s)
+        for (size_t j = 0; j < HW; j++) s += in[j];
+        yp[pl] = (float)(s / HW);
+    }
+}
+
+static void fast_avgpool_backward(Backend *be, const Tensor *dy, Tensor *dx) {
+    (void)be;
+    if (dy->n != dx->n || dy->c != dx->c || dy->h != 1 || dy->w != 1)
+        die("backend_cpu_fast.c: avgpool_backward: dy (%d, %d, %d, %d) is not (%d, %d, 1, 1)",
+            dy->n, dy->c, dy->h, dy->w, dx->n, dx->c);
+    const size_t HW = (size_t)dx->h * dx->w;
+    const long planes = (long)dx->n * dx->c;
+    const float *g = F(dy);
+    float *out = F(dx);
+#pragma omp parallel for schedule(static) if (dx->numel >= PAR_MIN)
+    for (long pl = 0; pl < planes; pl++) {
+        const float v = g[pl] / (float)HW;
+        float *o = out + pl * HW;
+#pragma omp simd
+        for (size_t j = 0; j < HW; j++) o[j] = v;
+    }
+}
+
+// ----------------------------------------------------------------------------
+// linear: y = x w^T + b. x (N, K), w (M, K), b (M), y (N, M)
+
+static void fast_linear_forward(Backend *be, const Tensor *x, const Tensor *w, const Tensor *b,
+                                Tensor *y) {
+    (void)be;
+    const int N = x->n, K = x->c * x->h * x->w, M = w->n;
+    if ((size_t)w->numel != (size_t)M * K || y->n != N || y->numel != (size_t)N * M ||
+        (b && b->numel != (size_t)M))
+        die("backend_cpu_fast.c: linear_forward: x (%d, %d), w (%d, %zu), y (%d, %d) do not fit",
+            N, K, M, w->numel / (M ? M : 1), y->n, y->c);
+    const float *xp = F(x), *wp = F(w), *bp = b ? F(b) : NULL;
+    float *yp = F(y);
+#pragma omp parallel for collapse(2) schedule(static) if (w->numel >= PAR_MIN)
+    for (int n = 0; n < N; n++)
+        for (int m = 0; m < M; m++) {
+            const float *xr = xp + (size_t)n * K, *wr = wp + (size_t)m * K;
+            float s = 0;
+#pragma omp simd reduction(+ : s)
+            for (int j = 0; j < K; j++) s += xr[j] * wr[j];
+            yp[(size_t)n * M + m] = s + (bp ? bp[m] : 0.0f);
+        }
+}
+
+static void fast_linear_backward(Backend *be, const Tensor *x, const Tensor *w, const Tensor *dy,
+                                 Tensor *dx, Tensor *dw, Tensor *db) {
+    (void)be;
+    const int N = x->n, K = x->c * x->h * x->w, M = w->n;
+    if ((size_t)w->numel != (size_t)M * K || dy->numel != (size_t)N * M ||
+        (dx && dx->numel != x->numel) || (dw && dw->numel != w->numel) ||
+        (db && db->numel != (size_t)M))
+        die("backend_cpu_fast.c: linear_backward: x (%d, %d), w (%d, %d), dy (%d, %d) and the "
+            "gradients do not fit", N, K, M, K, dy->n, dy->c);
+    const float *xp = F(x), *wp = F(w), *g = F(dy);
+    if (dx) {
+        float *out = F(dx);
+#pragma omp parallel for schedule(static) if (w->numel >= PAR_MIN)
+        for (int n = 0; n < N; n++) {
+            float *o = out + (size_t)n * K;
+            memset(o, 0, sizeof(float) * K);
+            for (int m = 0; m < M; m++) {
+                const float a = g[(size_t)n * M + m], *wr = wp + (size_t)m * K;
+#pragma omp simd
+                for (int j = 0; j < K; j++) o[j] += a * wr[j];
+            }
+        }
+    }
+    if (dw || db) {
+        float *dwp = dw ? F(dw) : NULL, *dbp = db ? F(db) : NULL;
+#pragma omp parallel for schedule(static) if (w->numel >= PAR_MIN)
+        for (int m = 0; m < M; m++) {
+            float *o = dwp ? dwp + (size_t)m * K : NULL;
+            if (o) memset(o, 0, sizeof(float) * K);
+            float sb = 0;
+            for (int n = 0; n < N; n++) {
+                const float a = g[(size_t)n * M + m];
+                sb += a;
+                if (!o) continue;
+                const float *xr = xp + (size_t)n * K;
+#pragma omp simd
+                for (int j = 0; j < K; j++) o[j] += a * xr[j];
+            }
+            if (dbp) dbp[m] = sb;
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// Adam (torch.optim.Adam's single-tensor update). The scalars come from train.h's adam_scalars
+// (PyTorch's Python-double arithmetic), the element-wise expression is the reference's, so the
+// results are bit-identical to backend_cpu.c.
+
+static void fast_adam_update(Backend *be, Tensor *param, const Tensor *grad, Tensor *m, Tensor *v,
+                             float lr, float beta1, float beta2, float eps, long step,
+                             float inv_grad_scale) {
+    (void)be;
+    need_same_shape("adam_update grad", param, grad);
+    need_same_shape("adam_update m", param, m);
+    need_same_shape("adam_update v", param, v);
+    const AdamScalars a = adam_scalars(lr, beta1, beta2, step);
+    const float neg_step_size = -a.step_size, bc2_sqrt = a.bc2_sqrt;
+    const float omb1 = a.one_minus_b1, omb2 = a.one_minus_b2;
+    float *p = F(param), *mp = F(m), *vp = F(v);
+    const float *gp = F(grad);
+    size_t n = param->numel;
+#pragma omp parallel for simd schedule(static) if (parallel : n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        float gi = gp[i] * inv_grad_scale;
+        float mi = mp[i] * beta1 + omb1 * gi;
+        float vi = vp[i] * beta2 + omb2 * gi * gi;
+        mp[i] = mi;
+        vp[i] = vi;
+        float denom = sqrtf(vi) / bc2_sqrt + eps;
+        p[i] = p[i] + neg_step_size * mi / denom;
+    }
+}
+
+// ----------------------------------------------------------------------------
+// install
+
+static int fast_threads(void) {
+    const char *names[2] = {"PETS_THREADS", "OMP_NUM_THREADS"};
+    for (int i = 0; i < 2; i++) {
+        const char *e = getenv(names[i]);
+        if (!e || !*e) continue;
+        char *end;
+        long v = strtol(e, &end, 10);
+        if (*end == '\0' && v > 0 && v <= 4096) return (int)v;
+        warn("%s=%s is not a positive thread count; ignoring it", names[i], e);
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+static void fast_destroy(Backend *be) {
+    void (*destroy)(Backend *) = g_fast.destroy;
+    if (--g_fast.refs == 0) {
+        cpu_conv_free(g_fast.conv);
+        g_fast.conv = NULL;
+    }
+    if (destroy) destroy(be);
+}
+
+void cpu_fast_install(Backend *be) {
+    const char *ref = getenv("PETS_CPU_REFERENCE");
+    if (ref && strcmp(ref, "1") == 0) return;
+    int threads = fast_threads();
+    omp_set_num_threads(threads);
+    if (!g_fast.conv) g_fast.conv = cpu_conv_create();
+    g_fast.refs++;
+    if (be->destroy != fast_destroy) g_fast.destroy = be->destroy;
+    be->destroy = fast_destroy;
+
+    be->tensor_fill = fast_tensor_fill;
+    be->tensor_copy = fast_tensor_copy;
+    be->tensor_nonfinite = fast_tensor_nonfinite;
+    be->conv2d_forward = fast_conv2d_forward;
+    be->conv2d_backward = fast_conv2d_backward;
+    be->batchnorm_forward = fast_batchnorm_forward;
+    be->batchnorm_backward = fast_batchnorm_backward;
+    be->relu_forward = fast_relu_forward;
+    be->relu_backward = fast_relu_backward;
+    be->add_relu_forward = fast_add_relu_forward;
+    be->add_forward = fast_add_forward;
+    be->maxpool_forward = fast_maxpool_forward;
+    be->maxpool_backward = fast_maxpool_backward;
+    be->avgpool_forward = fast_avgpool_forward;
+    be->avgpool_backward = fast_avgpool_backward;
+    be->linear_forward = fast_linear_forward;
+    be->linear_backward = fast_linear_backward;
+    be->adam_update = fast_adam_update;
+
+    const dnnl_version_t *v = dnnl_version();
+    snprintf(be->description, sizeof be->description, "CPU: %d thread%s, oneDNN %d.%d.%d",
+             threads, threads == 1 ? "" : "s", v->major, v->minor, v->patch);
+}

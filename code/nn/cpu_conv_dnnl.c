@@ -1,0 +1,364 @@
+// cpu_conv_dnnl.c: oneDNN convolutions behind plain NCHW buffers (see cpu_conv_dnnl.h).
+//
+// For each shape we build, once, a "plan": the forward primitive with every memory format left
+// to oneDNN ("any", which on AVX-512 picks nChw16c activations and OIhw16i16o-style weights), the
+// two backward primitives created with the forward one as hint, and the reorders between the user
+// layouts (NCHW activations, OIHW = PyTorch's (K, C, R, S) weights) and the primitives' layouts.
+// A reorder whose two layouts are equal is skipped (e.g. the 3-channel input of conv1, which the
+// kernels read as NCHW). Reordered copies live in scratch buffers owned by the CpuConv, grown to
+// the largest shape seen and reused by every call.
+#include "nn/cpu_conv_dnnl.h"
+
+#include <oneapi/dnnl/dnnl.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/common.h"
+
+#define MAX_PLANS 64
+// A forward whose reordered input or output would need more scratch than this runs on
+// sub-batches (both NCHW and the blocked layouts keep each image contiguous), so conv1's
+// (32, 64, 112, 112) output never needs a 103 MB blocked copy; 32 MB chunks also stay in L3.
+#define CHUNK_BYTES ((size_t)32 << 20)
+
+// ----------------------------------------------------------------------------
+// errors and scratch buffers
+
+#define DNNL_CHECK(call, sh)                                                                       \
+    do {                                                                                           \
+        dnnl_status_t st_ = (call);                                                                \
+        if (st_ != dnnl_success) dnnl_fail(#call, st_, sh);                                        \
+    } while (0)
+
+__attribute__((noreturn)) static void dnnl_fail(const char *what, dnnl_status_t st,
+                                                const ConvShape *sh) {
+    if (sh)
+        die("cpu_conv_dnnl.c: oneDNN call %s failed (status %d) for the convolution x (%d, %d, %d, "
+            "%d), w (%d, %d, %d, %d), stride %d, pad %d; run with PETS_CPU_REFERENCE=1 to use the "
+            "reference kernels instead",
+            what, (int)st, sh->n, sh->c, sh->h, sh->w, sh->k, sh->c, sh->r, sh->s, sh->stride,
+            sh->pad);
+    die("cpu_conv_dnnl.c: oneDNN call %s failed (status %d); is libdnnl2 installed and working?",
+        what, (int)st);
+}
+
+typedef struct {
+    void *p;
+    size_t cap;
+} Buf;
+
+static void *buf_get(Buf *b, size_t bytes) {
+    if (bytes > b->cap) {
+        free(b->p);
+        size_t cap = (bytes + 4095) & ~(size_t)4095;
+        b->p = aligned_alloc(64, cap);
+        if (!b->p) die("cpu_conv_dnnl.c: out of memory allocating a %zu-byte scratch buffer", cap);
+        b->cap = cap;
+    }
+    return b->p;
+}
+
+// ----------------------------------------------------------------------------
+// plans
+
+typedef struct {
+    dnnl_primitive_t prim; // NULL: the two layouts are the same, no copy needed
+    dnnl_memory_t from, to;
+    size_t bytes;          // size of the primitive-side buffer
+} Reorder;
+
+typedef struct {
+    dnnl_primitive_desc_t pd;
+    dnnl_primitive_t prim;
+} Stage;
+
+typedef struct {
+    ConvShape sh;
+    unsigned long last_use;
+    Stage fwd, bwd_d, bwd_w;
+    dnnl_memory_t m_src, m_wei, m_dst;         // forward arguments, handles set per call
+    dnnl_memory_t m_dsrc, m_bwei, m_ddst;      // backward data
+    dnnl_memory_t m_wsrc, m_dwei, m_wddst;     // backward weights
+    Reorder x_in, w_in, y_out;                 // forward
+    Reorder dy_in, wd_in, dx_out;              // backward data
+    Reorder xw_in, dyw_in, dw_out;             // backward weights
+    int dyw_same;                              // bwd_w reads dy in bwd_d's layout
+    int have_bwd;
+} Plan;
+
+struct CpuConv {
+    dnnl_engine_t eng;
+    dnnl_stream_t stream;
+    Plan *plans[MAX_PLANS];
+    int nplans;
+    unsigned long tick;
+    Buf bx, by, by2, bw, bdw; // scratch: x-shaped, y-shaped (twice), weights, weight gradient
+};
+
+static int shape_eq(const ConvShape *a, const ConvShape *b) {
+    return a->n == b->n && a->c == b->c && a->h == b->h && a->w == b->w && a->k == b->k &&
+           a->r == b->r && a->s == b->s && a->p == b->p && a->q == b->q &&
+           a->stride == b->stride && a->pad == b->pad;
+}
+
+static dnnl_memory_t mem_none(CpuConv *cc, const dnnl_memory_desc_t *md, const ConvShape *sh) {
+    dnnl_memory_t m;
+    DNNL_CHECK(dnnl_memory_create(&m, md, cc->eng, DNNL_MEMORY_NONE), sh);
+    return m;
+}
+
+static void reorder_init(CpuConv *cc, Reorder *r, const dnnl_memory_desc_t *from,
+                         const dnnl_memory_desc_t *to, const ConvShape *sh) {
+    memset(r, 0, sizeof *r);
+    if (dnnl_memory_desc_equal(from, to)) return;
+    dnnl_primitive_desc_t pd;
+    DNNL_CHECK(dnnl_reorder_primitive_desc_create(&pd, from, cc->eng, to, cc->eng, NULL), sh);
+    DNNL_CHECK(dnnl_primitive_create(&r->prim, pd), sh);
+    dnnl_primitive_desc_destroy(pd);
+    r->from = mem_none(cc, from, sh);
+    r->to = mem_none(cc, to, sh);
+    r->bytes = dnnl_memory_desc_get_size(to);
+}
+
+static void reorder_free(Reorder *r) {
+    if (!r->prim) return;
+    dnnl_primitive_destroy(r->prim);
+    dnnl_memory_destroy(r->from);
+    dnnl_memory_destroy(r->to);
+}
+
+static void reorder_run(CpuConv *cc, Reorder *r, const void *from, void *to, const ConvShape *sh) {
+    DNNL_CHECK(dnnl_memory_set_data_handle(r->from, (void *)from), sh);
+    DNNL_CHECK(dnnl_memory_set_data_handle(r->to, to), sh);
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, r->from}, {DNNL_ARG_TO, r->to}};
+    DNNL_CHECK(dnnl_primitive_execute(r->prim, cc->stream, 2, args), sh);
+}
+
+// User data -> primitive layout: the user pointer itself, or a scratch copy.
+static void *stage_in(CpuConv *cc, Reorder *r, const float *user, Buf *b, const ConvShape *sh) {
+    if (!r->prim) return (void *)user;
+    void *dst = buf_get(b, r->bytes);
+    reorder_run(cc, r, user, dst, sh);
+    return dst;
+}
+
+// Where a primitive writes an output: the user buffer itself, or scratch reordered afterwards.
+static void *out_buf(Reorder *r, float *user, Buf *b) {
+    return r->prim ? buf_get(b, r->bytes) : (void *)user;
+}
+
+// An output reorder goes primitive layout -> user layout; its scratch has the primitive's size.
+static void reorder_init_out(CpuConv *cc, Reorder *r, const dnnl_memory_desc_t *prim_md,
+                             const dnnl_memory_desc_t *user_md, const ConvShape *sh) {
+    reorder_init(cc, r, prim_md, user_md, sh);
+    if (r->prim) r->bytes = dnnl_memory_desc_get_size(prim_md);
+}
+
+static void user_mds(const ConvShape *sh, dnnl_memory_desc_t *x, dnnl_memory_desc_t *w,
+                     dnnl_memory_desc_t *y, dnnl_format_tag_t act, dnnl_format_tag_t wei) {
+    dnnl_dims_t xd = {sh->n, sh->c, sh->h, sh->w}, wd = {sh->k, sh->c, sh->r, sh->s},
+                yd = {sh->n, sh->k, sh->p, sh->q};
+    DNNL_CHECK(dnnl_memory_desc_init_by_tag(x, 4, xd, dnnl_f32, act), sh);
+    DNNL_CHECK(dnnl_memory_desc_init_by_tag(w, 4, wd, dnnl_f32, wei), sh);
+    DNNL_CHECK(dnnl_memory_desc_init_by_tag(y, 4, yd, dnnl_f32, act), sh);
+}
+
+static const dnnl_memory_desc_t *pd_md(dnnl_primitive_desc_t pd, dnnl_query_t what) {
+    return dnnl_primitive_desc_query_md(pd, what, 0);
+}
+
+static void plan_build_fwd(CpuConv *cc, Plan *pl) {
+    const ConvShape *sh = &pl->sh;
+    dnnl_memory_desc_t ux, uw, uy, ax, aw, ay;
+    user_mds(sh, &ux, &uw, &uy, dnnl_nchw, dnnl_oihw);
+    user_mds(sh, &ax, &aw, &ay, dnnl_format_tag_any, dnnl_format_tag_any);
+    dnnl_dims_t strides = {sh->stride, sh->stride}, pad = {sh->pad, sh->pad};
+    dnnl_convolution_desc_t d;
+    DNNL_CHECK(dnnl_convolution_forward_desc_init(&d, dnnl_forward_training,
+                                                  dnnl_convolution_direct, &ax, &aw, NULL, &ay,
+                                                  strides, pad, pad), sh);
+    DNNL_CHECK(dnnl_primitive_desc_create(&pl->fwd.pd, &d, NULL, cc->eng, NULL), sh);
+    DNNL_CHECK(dnnl_primitive_create(&pl->fwd.prim, pl->fwd.pd), sh);
+    const dnnl_memory_desc_t *px = pd_md(pl->fwd.pd, dnnl_query_src_md),
+                             *pw = pd_md(pl->fwd.pd, dnnl_query_weights_md),
+                             *py = pd_md(pl->fwd.pd, dnnl_query_dst_md);
+    pl->m_src = mem_none(cc, px, sh);
+    pl->m_wei = mem_none(cc, pw, sh);
+    pl->m_dst = mem_none(cc, py, sh);
+    reorder_init(cc, &pl->x_in, &ux, px, sh);
+    reorder_init(cc, &pl->w_in, &uw, pw, sh);
+    reorder_init_out(cc, &pl->y_out, py, &uy, sh);
+}
+
+static void plan_build_bwd(CpuConv *cc, Plan *pl) {
+    const ConvShape *sh = &pl->sh;
+    dnnl_memory_desc_t ux, uw, uy, ax, aw, ay;
+    user_mds(sh, &ux, &uw, &uy, dnnl_nchw, dnnl_oihw);
+    user_mds(sh, &ax, &aw, &ay, dnnl_format_tag_any, dnnl_format_tag_any);
+    dnnl_dims_t strides = {sh->stride, sh->stride}, pad = {sh->pad, sh->pad};
+    dnnl_convolution_desc_t d;
+    DNNL_CHECK(dnnl_convolution_backward_data_desc_init(&d, dnnl_convolution_direct, &ax, &aw, &ay,
+                                                        strides, pad, pad), sh);
+    DNNL_CHECK(dnnl_primitive_desc_create(&pl->bwd_d.pd, &d, NULL, cc->eng, pl->fwd.pd), sh);
+    DNNL_CHECK(dnnl_primitive_create(&pl->bwd_d.prim, pl->bwd_d.pd), sh);
+    DNNL_CHECK(dnnl_convolution_backward_weights_desc_init(&d, dnnl_convolution_direct, &ax, &aw,
+                                                           NULL, &ay, strides, pad, pad), sh);
+    DNNL_CHECK(dnnl_primitive_desc_create(&pl->bwd_w.pd, &d, NULL, cc->eng, pl->fwd.pd), sh);
+    DNNL_CHECK(dnnl_primitive_create(&pl->bwd_w.prim, pl->bwd_w.pd), sh);
+
+    const dnnl_memory_desc_t *dsrc = pd_md(pl->bwd_d.pd, dnnl_query_diff_src_md),
+                             *bwei = pd_md(pl->bwd_d.pd, dnnl_query_weights_md),
+                             *ddst = pd_md(pl->bwd_d.pd, dnnl_query_diff_dst_md),
+                             *wsrc = pd_md(pl->bwd_w.pd, dnnl_query_src_md),
+                             *dwei = pd_md(pl->bwd_w.pd, dnnl_query_diff_weights_md),
+                             *wddst = pd_md(pl->bwd_w.pd, dnnl_query_diff_dst_md);
+    pl->m_dsrc = mem_none(cc, dsrc, sh);
+    pl->m_bwei = mem_none(cc, bwei, sh);
+    pl->m_ddst = mem_none(cc, ddst, sh);
+    pl->m_wsrc = mem_none(cc, wsrc, sh);
+    pl->m_dwei = mem_none(cc, dwei, sh);
+    pl->m_wddst = mem_none(cc, wddst, sh);
+    reorder_init(cc, &pl->dy_in, &uy, ddst, sh);
+    reorder_init(cc, &pl->wd_in, &uw, bwei, sh);
+    reorder_init_out(cc, &pl->dx_out, dsrc, &ux, sh);
+    reorder_init(cc, &pl->xw_in, &ux, wsrc, sh);
+    reorder_init(cc, &pl->dyw_in, &uy, wddst, sh);
+    reorder_init_out(cc, &pl->dw_out, dwei, &uw, sh);
+    pl->dyw_same = dnnl_memory_desc_equal(ddst, wddst);
+    pl->have_bwd = 1;
+}
+
+static void plan_free(Plan *pl) {
+    Stage *stages[3] = {&pl->fwd, &pl->bwd_d, &pl->bwd_w};
+    for (int i = 0; i < 3; i++) {
+        if (stages[i]->prim) dnnl_primitive_destroy(stages[i]->prim);
+        if (stages[i]->pd) dnnl_primitive_desc_destroy(stages[i]->pd);
+    }
+    dnnl_memory_t mems[9] = {pl->m_src, pl->m_wei, pl->m_dst, pl->m_dsrc, pl->m_bwei,
+                             pl->m_ddst, pl->m_wsrc, pl->m_dwei, pl->m_wddst};
+    for (int i = 0; i < 9; i++)
+        if (mems[i]) dnnl_memory_destroy(mems[i]);
+    Reorder *rs[9] = {&pl->x_in, &pl->w_in, &pl->y_out, &pl->dy_in, &pl->wd_in,
+                      &pl->dx_out, &pl->xw_in, &pl->dyw_in, &pl->dw_out};
+    for (int i = 0; i < 9; i++) reorder_free(rs[i]);
+    free(pl);
+}
+
+static Plan *plan_get(CpuConv *cc, const ConvShape *sh, int need_bwd) {
+    Plan *pl = NULL;
+    for (int i = 0; i < cc->nplans; i++)
+        if (shape_eq(&cc->plans[i]->sh, sh)) {
+            pl = cc->plans[i];
+            break;
+        }
+    if (!pl) {
+        if (sh->n <= 0 || sh->c <= 0 || sh->h <= 0 || sh->w <= 0 || sh->k <= 0 || sh->r <= 0 ||
+            sh->s <= 0 || sh->stride <= 0 || sh->pad < 0 ||
+            sh->p != (sh->h + 2 * sh->pad - sh->r) / sh->stride + 1 ||
+            sh->q != (sh->w + 2 * sh->pad - sh->s) / sh->stride + 1)
+            die("cpu_conv_dnnl.c: inconsistent convolution shapes: x (%d, %d, %d, %d), w (%d, %d, "
+                "%d, %d), y (%d, %d, %d, %d), stride %d, pad %d",
+                sh->n, sh->c, sh->h, sh->w, sh->k, sh->c, sh->r, sh->s, sh->n, sh->k, sh->p, sh->q,
+                sh->stride, sh->pad);
+        if (cc->nplans == MAX_PLANS) { // evict the least recently used plan
+            int old = 0;
+            for (int i = 1; i < cc->nplans; i++)
+                if (cc->plans[i]->last_use < cc->plans[old]->last_use) old = i;
+            plan_free(cc->plans[old]);
+            cc->plans[old] = cc->plans[--cc->nplans];
+        }
+        pl = xcalloc(1, sizeof *pl);
+        pl->sh = *sh;
+        plan_build_fwd(cc, pl);
+        cc->plans[cc->nplans++] = pl;
+    }
+    if (need_bwd && !pl->have_bwd) plan_build_bwd(cc, pl);
+    pl->last_use = ++cc->tick;
+    return pl;
+}
+
+// ----------------------------------------------------------------------------
+// public API
+
+CpuConv *cpu_conv_create(void) {
+    CpuConv *cc = xcalloc(1, sizeof *cc);
+    DNNL_CHECK(dnnl_engine_create(&cc->eng, dnnl_cpu, 0), NULL);
+    DNNL_CHECK(dnnl_stream_create(&cc->stream, cc->eng, dnnl_stream_default_flags), NULL);
+    return cc;
+}
+
+void cpu_conv_free(CpuConv *cc) {
+    if (!cc) return;
+    for (int i = 0; i < cc->nplans; i++) plan_free(cc->plans[i]);
+    dnnl_stream_destroy(cc->stream);
+    dnnl_engine_destroy(cc->eng);
+    Buf *bufs[5] = {&cc->bx, &cc->by, &cc->by2, &cc->bw, &cc->bdw};
+    for (int i = 0; i < 5; i++) free(bufs[i]->p);
+    free(cc);
+}
+
+static void run3(CpuConv *cc, Stage *s, int a0, dnnl_memory_t m0, void *p0, int a1,
+                 dnnl_memory_t m1, void *p1, int a2, dnnl_memory_t m2, void *p2,
+                 const ConvShape *sh) {
+    DNNL_CHECK(dnnl_memory_set_data_handle(m0, p0), sh);
+    DNNL_CHECK(dnnl_memory_set_data_handle(m1, p1), sh);
+    DNNL_CHECK(dnnl_memory_set_data_handle(m2, p2), sh);
+    dnnl_exec_arg_t args[3] = {{a0, m0}, {a1, m1}, {a2, m2}};
+    DNNL_CHECK(dnnl_primitive_execute(s->prim, cc->stream, 3, args), sh);
+}
+
+void cpu_conv_forward(CpuConv *cc, const ConvShape *sh, const float *x, const float *w, float *y) {
+    Plan *pl = plan_get(cc, sh, 0);
+    size_t big = pl->x_in.prim ? pl->x_in.bytes : 0;
+    if (pl->y_out.prim && pl->y_out.bytes > big) big = pl->y_out.bytes;
+    if (big > CHUNK_BYTES && sh->n > 1) {
+        int chunks = (int)((big + CHUNK_BYTES - 1) / CHUNK_BYTES);
+        if (chunks > sh->n) chunks = sh->n;
+        int per = (sh->n + chunks - 1) / chunks;
+        size_t xs = (size_t)sh->c * sh->h * sh->w, ys = (size_t)sh->k * sh->p * sh->q;
+        for (int n0 = 0; n0 < sh->n; n0 += per) {
+            ConvShape part = *sh;
+            part.n = sh->n - n0 < per ? sh->n - n0 : per;
+            cpu_conv_forward(cc, &part, x + n0 * xs, w, y + n0 * ys);
+        }
+        return;
+    }
+    void *px = stage_in(cc, &pl->x_in, x, &cc->bx, sh);
+    void *pw = stage_in(cc, &pl->w_in, w, &cc->bw, sh);
+    void *py = out_buf(&pl->y_out, y, &cc->by);
+    run3(cc, &pl->fwd, DNNL_ARG_SRC, pl->m_src, px, DNNL_ARG_WEIGHTS, pl->m_wei, pw, DNNL_ARG_DST,
+         pl->m_dst, py, sh);
+    if (pl->y_out.prim) reorder_run(cc, &pl->y_out, py, y, sh);
+    DNNL_CHECK(dnnl_stream_wait(cc->stream), sh);
+}
+
+void cpu_conv_backward(CpuConv *cc, const ConvShape *sh, const float *x, const float *w,
+                       const float *dy, float *dx, float *dw) {
+    if (!dx && !dw) return;
+    Plan *pl = plan_get(cc, sh, 1);
+    void *pdy = stage_in(cc, &pl->dy_in, dy, &cc->by, sh);
+    if (dw) {
+        void *pdyw = pl->dyw_same ? pdy : stage_in(cc, &pl->dyw_in, dy, &cc->by2, sh);
+        void *px = stage_in(cc, &pl->xw_in, x, &cc->bx, sh);
+        void *pdw = out_buf(&pl->dw_out, dw, &cc->bdw);
+        run3(cc, &pl->bwd_w, DNNL_ARG_SRC, pl->m_wsrc, px, DNNL_ARG_DIFF_DST, pl->m_wddst, pdyw,
+             DNNL_ARG_DIFF_WEIGHTS, pl->m_dwei, pdw, sh);
+        if (pl->dw_out.prim) reorder_run(cc, &pl->dw_out, pdw, dw, sh);
+    }
+    if (dx) {
+        void *pw = stage_in(cc, &pl->wd_in, w, &cc->bw, sh);
+        void *pdx = out_buf(&pl->dx_out, dx, &cc->bx); // bwd_w is done with bx
+        run3(cc, &pl->bwd_d, DNNL_ARG_DIFF_DST, pl->m_ddst, pdy, DNNL_ARG_WEIGHTS, pl->m_bwei, pw,
+             DNNL_ARG_DIFF_SRC, pl->m_dsrc, pdx, sh);
+        if (pl->dx_out.prim) reorder_run(cc, &pl->dx_out, pdx, dx, sh);
+    }
+    DNNL_CHECK(dnnl_stream_wait(cc->stream), sh);
+}
+
+const char *cpu_conv_impl(CpuConv *cc, const ConvShape *sh, int which) {
+    Plan *pl = plan_get(cc, sh, which > 0);
+    dnnl_primitive_desc_t pd = which == 0 ? pl->fwd.pd : which == 1 ? pl->bwd_d.pd : pl->bwd_w.pd;
+    const char *s = "?";
+    dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &s);
+    return s;
+}
