@@ -430,6 +430,11 @@ int main(int argc, char **argv) {
     test_fixture(fix, "dtypes");
     test_fixture(fix, "many");
     test_fixture(fix, "many_meta");
+    // one state dict saved with each pickle protocol torch.load reads (4 and 5: MEMOIZE, FRAME)
+    test_fixture(fix, "proto2");
+    test_fixture(fix, "proto3");
+    test_fixture(fix, "proto4");
+    test_fixture(fix, "proto5");
     test_round_trip(fix, out);
     test_variants(fix, out);
     test_c_written(fix, out);

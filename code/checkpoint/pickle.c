@@ -25,8 +25,9 @@ struct Unpickler {
     size_t sp, capstack;
     size_t *marks;
     size_t nmarks, capmarks;
-    PkObj **memo;
-    size_t nmemo;
+    PkObj **memo; // memo[i]: the object stored under index i, or NULL
+    size_t capmemo;
+    size_t nmemo; // entries stored (Python's len(memo)): the index MEMOIZE uses next
     // the opcode being run, for messages
     size_t op_pos;
     uint8_t op;
@@ -364,17 +365,18 @@ static int memo_put(Unpickler *u, size_t idx, size_t n, char *err, size_t errlen
     if (!o) return -1;
     // A real pickle numbers memo entries 0, 1, 2, ...: an index can never exceed the input size.
     if (idx >= n) return fail(u, err, errlen, "memo index %zu out of range", idx);
-    if (idx >= u->nmemo) {
-        size_t old = u->nmemo;
-        grow(&u->memo, &u->nmemo, idx + 1, sizeof *u->memo);
-        memset(u->memo + old, 0, (u->nmemo - old) * sizeof *u->memo);
+    if (idx >= u->capmemo) {
+        size_t old = u->capmemo;
+        grow(&u->memo, &u->capmemo, idx + 1, sizeof *u->memo);
+        memset(u->memo + old, 0, (u->capmemo - old) * sizeof *u->memo);
     }
+    if (!u->memo[idx]) u->nmemo++;
     u->memo[idx] = o;
     return 0;
 }
 
 static int memo_get(Unpickler *u, size_t idx, char *err, size_t errlen) {
-    if (idx >= u->nmemo || !u->memo[idx])
+    if (idx >= u->capmemo || !u->memo[idx])
         return fail(u, err, errlen, "memo index %zu was never stored (corrupt pickle)", idx);
     push(u, u->memo[idx]);
     return 0;
@@ -645,7 +647,7 @@ PkObj *unpickle(Unpickler *u, const uint8_t *buf, size_t n, char *err, size_t er
             TRY(memo_put(u, le32(buf + pos), n, err, errlen));
             pos += 4;
             break;
-        case 0x94: // MEMOIZE
+        case 0x94: // MEMOIZE (protocol 4): memo[len(memo)] = top, as Python's pickle does
             TRY(memo_put(u, u->nmemo, n, err, errlen));
             break;
         case 'h': // BINGET

@@ -1,6 +1,7 @@
 // pickle.h: the two halves of data.pkl, the pickle inside a torch.save checkpoint.
-// Reading: an allowlist unpickler. It understands the protocol-2 opcodes a state dict uses (and
-// the few protocol-4 framing opcodes newer pickles add), builds plain values, and knows exactly
+// Reading: an allowlist unpickler. It understands the opcodes a state dict uses under pickle
+// protocols 2 to 5 (torch.save's default 2; 4 and 5 add FRAME, SHORT_BINUNICODE, STACK_GLOBAL
+// and MEMOIZE), builds plain values, and knows exactly
 // five kinds of callable: collections.OrderedDict, torch._utils._rebuild_tensor_v2,
 // torch._utils._rebuild_parameter(_with_state) and the torch.*Storage types named in persistent
 // ids. Any other global is refused by name; nothing from the file is ever called or executed.
