@@ -1,8 +1,8 @@
 // pickle.c: an allowlist unpickler for torch state dicts and the matching pickler (see pickle.h).
-// The unpickler is a plain loop over opcodes with an explicit stack, mark stack and memo; it
-// never recurses, so hostile nesting cannot overflow the C stack. Every object it makes costs at
-// least one input byte, and the memo index is capped by the pickle's length, so memory stays
-// proportional to the input.
+// The unpickler is a plain loop over opcodes (one small handler per opcode or family of opcodes,
+// found in a table) with an explicit stack, mark stack and memo; it never recurses, so hostile
+// nesting cannot overflow the C stack. Every object it makes costs at least one input byte, and
+// the memo index is capped by the pickle's length, so memory stays proportional to the input.
 #include "checkpoint/pickle.h"
 
 #include <stdarg.h>
@@ -25,6 +25,9 @@ struct Unpickler {
     size_t sp, capstack;
     size_t *marks;
     size_t nmarks, capmarks;
+    // the input
+    const uint8_t *buf;
+    size_t n, pos;
     PkObj **memo; // memo[i]: the object stored under index i, or NULL
     size_t capmemo;
     size_t nmemo; // entries stored (Python's len(memo)): the index MEMOIZE uses next
@@ -352,19 +355,32 @@ static int do_persid(Unpickler *u, char *err, size_t errlen) {
 }
 
 // ----------------------------------------------------------------------------
-// the opcode loop
+// reading opcode arguments
 
-static uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-static uint32_t le32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+// Fails unless k more bytes of the pickle remain.
+static int need(Unpickler *u, uint64_t k, char *err, size_t errlen) {
+    if ((uint64_t)(u->n - u->pos) < k)
+        return fail(u, err, errlen, "pickle ends in the middle of an opcode (truncated)");
+    return 0;
 }
-static uint64_t le64(const uint8_t *p) { return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32; }
 
-static int memo_put(Unpickler *u, size_t idx, size_t n, char *err, size_t errlen) {
+// Reads an unsigned little-endian argument of k (1 to 8) bytes.
+static int arg(Unpickler *u, size_t k, uint64_t *v, char *err, size_t errlen) {
+    if (need(u, k, err, errlen)) return -1;
+    *v = 0;
+    for (size_t i = 0; i < k; i++) *v |= (uint64_t)u->buf[u->pos + i] << (8 * i);
+    u->pos += k;
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// the memo
+
+static int memo_put(Unpickler *u, size_t idx, char *err, size_t errlen) {
     PkObj *o = top(u, err, errlen);
     if (!o) return -1;
     // A real pickle numbers memo entries 0, 1, 2, ...: an index can never exceed the input size.
-    if (idx >= n) return fail(u, err, errlen, "memo index %zu out of range", idx);
+    if (idx >= u->n) return fail(u, err, errlen, "memo index %zu out of range", idx);
     if (idx >= u->capmemo) {
         size_t old = u->capmemo;
         grow(&u->memo, &u->capmemo, idx + 1, sizeof *u->memo);
@@ -375,299 +391,296 @@ static int memo_put(Unpickler *u, size_t idx, size_t n, char *err, size_t errlen
     return 0;
 }
 
-static int memo_get(Unpickler *u, size_t idx, char *err, size_t errlen) {
+// BINPUT (1-byte index), LONG_BINPUT (4-byte index)
+static int op_put(Unpickler *u, char *err, size_t errlen) {
+    uint64_t idx;
+    if (arg(u, u->op == 'q' ? 1 : 4, &idx, err, errlen)) return -1;
+    return memo_put(u, (size_t)idx, err, errlen);
+}
+
+// MEMOIZE (protocol 4): memo[len(memo)] = top, as Python's pickle does
+static int op_memoize(Unpickler *u, char *err, size_t errlen) {
+    return memo_put(u, u->nmemo, err, errlen);
+}
+
+// BINGET (1-byte index), LONG_BINGET (4-byte index)
+static int op_get(Unpickler *u, char *err, size_t errlen) {
+    uint64_t idx;
+    if (arg(u, u->op == 'h' ? 1 : 4, &idx, err, errlen)) return -1;
     if (idx >= u->capmemo || !u->memo[idx])
-        return fail(u, err, errlen, "memo index %zu was never stored (corrupt pickle)", idx);
+        return fail(u, err, errlen, "memo index %zu was never stored (corrupt pickle)",
+                    (size_t)idx);
     push(u, u->memo[idx]);
     return 0;
 }
 
-static PkObj *make_str(Unpickler *u, const uint8_t *p, size_t len) {
-    PkObj *o = new_obj(u, PK_STR);
-    o->s = xmalloc(len + 1);
-    memcpy(o->s, p, len);
-    o->s[len] = 0;
-    o->slen = len;
-    return o;
+// ----------------------------------------------------------------------------
+// framing, the stack and marks, building tuples, lists and dicts
+
+// PROTO
+static int op_proto(Unpickler *u, char *err, size_t errlen) {
+    if (need(u, 1, err, errlen)) return -1;
+    if (u->buf[u->pos] > 5)
+        return fail(u, err, errlen, "unknown pickle protocol %u", u->buf[u->pos]);
+    u->pos += 1;
+    return 0;
 }
 
-// Pops the objects above the innermost mark into a new tuple or list.
-static int collect(Unpickler *u, PkType t, char *err, size_t errlen) {
+// FRAME (protocol 4): a length hint only
+static int op_frame(Unpickler *u, char *err, size_t errlen) {
+    if (need(u, 8, err, errlen)) return -1;
+    u->pos += 8;
+    return 0;
+}
+
+// MARK
+static int op_mark(Unpickler *u, char *err, size_t errlen) {
+    (void)err, (void)errlen;
+    grow(&u->marks, &u->capmarks, u->nmarks + 1, sizeof *u->marks);
+    u->marks[u->nmarks++] = u->sp;
+    return 0;
+}
+
+// POP
+static int op_pop(Unpickler *u, char *err, size_t errlen) {
+    return pop(u, err, errlen) ? 0 : -1;
+}
+
+// POP_MARK
+static int op_pop_mark(Unpickler *u, char *err, size_t errlen) {
     size_t start = 0;
     if (pop_mark(u, &start, err, errlen)) return -1;
-    PkObj *o = new_obj(u, t);
+    u->sp = start;
+    return 0;
+}
+
+// EMPTY_DICT, EMPTY_LIST, EMPTY_TUPLE
+static int op_empty(Unpickler *u, char *err, size_t errlen) {
+    (void)err, (void)errlen;
+    push(u, new_obj(u, u->op == '}' ? PK_DICT : u->op == ']' ? PK_LIST : PK_TUPLE));
+    return 0;
+}
+
+// TUPLE, LIST, DICT: the objects above the innermost mark
+static int op_collect(Unpickler *u, char *err, size_t errlen) {
+    size_t start = 0;
+    if (pop_mark(u, &start, err, errlen)) return -1;
+    PkObj *o = new_obj(u, u->op == 't' ? PK_TUPLE : u->op == 'l' ? PK_LIST : PK_DICT);
     for (size_t i = start; i < u->sp; i++) obj_push_item(o, u->stack[i]);
     u->sp = start;
+    push(u, o);
+    if (o->type == PK_DICT && o->n % 2)
+        return fail(u, err, errlen, "DICT with an odd number of items");
+    return 0;
+}
+
+// TUPLE1, TUPLE2, TUPLE3
+static int op_tuple_n(Unpickler *u, char *err, size_t errlen) {
+    size_t k = (size_t)(u->op - 0x84);
+    if (u->sp < floor_sp(u) + k) return fail(u, err, errlen, "stack underflow (corrupt pickle)");
+    PkObj *o = new_obj(u, PK_TUPLE);
+    for (size_t i = u->sp - k; i < u->sp; i++) obj_push_item(o, u->stack[i]);
+    u->sp -= k;
     push(u, o);
     return 0;
 }
 
+// ----------------------------------------------------------------------------
+// plain values
+
+// BINUNICODE, BINSTRING (4-byte length), SHORT_BINUNICODE, SHORT_BINSTRING (1-byte length),
+// BINUNICODE8 (8-byte length)
+static int op_str(Unpickler *u, char *err, size_t errlen) {
+    uint64_t len;
+    size_t k = u->op == 'X' || u->op == 'T' ? 4 : u->op == 0x8d ? 8 : 1;
+    if (arg(u, k, &len, err, errlen) || need(u, len, err, errlen)) return -1;
+    PkObj *o = new_obj(u, PK_STR);
+    o->s = xmalloc((size_t)len + 1);
+    memcpy(o->s, u->buf + u->pos, (size_t)len);
+    o->s[len] = 0;
+    o->slen = (size_t)len;
+    push(u, o);
+    u->pos += (size_t)len;
+    return 0;
+}
+
+// BININT (signed 4 bytes), BININT1 (unsigned 1 byte), BININT2 (unsigned 2 bytes)
+static int op_int(Unpickler *u, char *err, size_t errlen) {
+    uint64_t v;
+    size_t k = u->op == 'J' ? 4 : u->op == 'M' ? 2 : 1;
+    if (arg(u, k, &v, err, errlen)) return -1;
+    PkObj *o = new_obj(u, PK_INT);
+    o->i = k == 4 ? (int64_t)(int32_t)(uint32_t)v : (int64_t)v;
+    push(u, o);
+    return 0;
+}
+
+// LONG1: little-endian two's complement, n bytes
+static int op_long1(Unpickler *u, char *err, size_t errlen) {
+    uint64_t len;
+    if (arg(u, 1, &len, err, errlen) || need(u, len, err, errlen)) return -1;
+    if (len > 8) return fail(u, err, errlen, "integer of %zu bytes is too large", (size_t)len);
+    const uint8_t *p = u->buf + u->pos;
+    uint64_t v = 0;
+    for (size_t i = 0; i < len; i++) v |= (uint64_t)p[i] << (8 * i);
+    if (len > 0 && len < 8 && (p[len - 1] & 0x80)) v |= ~0ull << (8 * len);
+    PkObj *o = new_obj(u, PK_INT);
+    o->i = (int64_t)v;
+    u->pos += (size_t)len;
+    push(u, o);
+    return 0;
+}
+
+// NONE, NEWTRUE, NEWFALSE
+static int op_none_bool(Unpickler *u, char *err, size_t errlen) {
+    (void)err, (void)errlen;
+    PkObj *o = new_obj(u, u->op == 'N' ? PK_NONE : PK_BOOL);
+    o->i = u->op == 0x88;
+    push(u, o);
+    return 0;
+}
+
+// BINFLOAT (big-endian)
+static int op_binfloat(Unpickler *u, char *err, size_t errlen) {
+    if (need(u, 8, err, errlen)) return -1;
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = v << 8 | u->buf[u->pos + i];
+    PkObj *o = new_obj(u, PK_FLOAT);
+    memcpy(&o->f, &v, 8);
+    u->pos += 8;
+    push(u, o);
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// globals, and setting a dict's items and a list's elements
+
+// GLOBAL "module\nname\n"
+static int op_global(Unpickler *u, char *err, size_t errlen) {
+    const uint8_t *p = u->buf + u->pos, *end = u->buf + u->n;
+    const uint8_t *nl1 = memchr(p, '\n', (size_t)(end - p));
+    const uint8_t *nl2 = nl1 ? memchr(nl1 + 1, '\n', (size_t)(end - nl1 - 1)) : NULL;
+    if (!nl2 || nl1 - p > 200 || nl2 - nl1 > 200)
+        return fail(u, err, errlen, "GLOBAL without two short newline-terminated names");
+    char module[256], name[256];
+    memcpy(module, p, (size_t)(nl1 - p));
+    module[nl1 - p] = 0;
+    memcpy(name, nl1 + 1, (size_t)(nl2 - nl1 - 1));
+    name[nl2 - nl1 - 1] = 0;
+    u->pos = (size_t)(nl2 + 1 - u->buf);
+    return make_global(u, module, name, err, errlen);
+}
+
+// STACK_GLOBAL (protocol 4): module and name are the two strings on the stack
+static int op_stack_global(Unpickler *u, char *err, size_t errlen) {
+    PkObj *a, *b;
+    if (!(b = pop(u, err, errlen)) || !(a = pop(u, err, errlen))) return -1;
+    if (a->type != PK_STR || b->type != PK_STR)
+        return fail(u, err, errlen, "STACK_GLOBAL needs two strings");
+    return make_global(u, a->s, b->s, err, errlen);
+}
+
+// BUILD: only OrderedDict's attributes (_metadata), accepted and ignored
+static int op_build(Unpickler *u, char *err, size_t errlen) {
+    PkObj *a, *o;
+    if (!(a = pop(u, err, errlen)) || !(o = top(u, err, errlen))) return -1;
+    if (o->type != PK_DICT)
+        return fail(u, err, errlen, "BUILD on a %s (only a dict's attributes may be set)",
+                    pk_type_name(o));
+    if (a->type != PK_DICT && a->type != PK_NONE && a->type != PK_TUPLE)
+        return fail(u, err, errlen, "BUILD with a %s state", pk_type_name(a));
+    return 0;
+}
+
+// SETITEM
+static int op_setitem(Unpickler *u, char *err, size_t errlen) {
+    PkObj *key, *value, *o;
+    if (!(value = pop(u, err, errlen)) || !(key = pop(u, err, errlen)) ||
+        !(o = top(u, err, errlen)))
+        return -1;
+    if (o->type != PK_DICT) return fail(u, err, errlen, "SETITEM on a %s", pk_type_name(o));
+    obj_push_item(o, key);
+    obj_push_item(o, value);
+    return 0;
+}
+
+// SETITEMS: the keys and values above the innermost mark, into the dict below it
+static int op_setitems(Unpickler *u, char *err, size_t errlen) {
+    size_t start = 0;
+    if (pop_mark(u, &start, err, errlen)) return -1;
+    if (start == floor_sp(u) || (u->sp - start) % 2)
+        return fail(u, err, errlen, "SETITEMS without a dict or with an odd number of items");
+    PkObj *o = u->stack[start - 1];
+    if (o->type != PK_DICT) return fail(u, err, errlen, "SETITEMS on a %s", pk_type_name(o));
+    for (size_t i = start; i < u->sp; i++) obj_push_item(o, u->stack[i]);
+    u->sp = start;
+    return 0;
+}
+
+// APPEND
+static int op_append(Unpickler *u, char *err, size_t errlen) {
+    PkObj *a, *o;
+    if (!(a = pop(u, err, errlen)) || !(o = top(u, err, errlen))) return -1;
+    if (o->type != PK_LIST) return fail(u, err, errlen, "APPEND on a %s", pk_type_name(o));
+    obj_push_item(o, a);
+    return 0;
+}
+
+// APPENDS: the objects above the innermost mark, into the list below it
+static int op_appends(Unpickler *u, char *err, size_t errlen) {
+    size_t start = 0;
+    if (pop_mark(u, &start, err, errlen)) return -1;
+    if (start == floor_sp(u) || u->stack[start - 1]->type != PK_LIST)
+        return fail(u, err, errlen, "APPENDS without a list");
+    PkObj *o = u->stack[start - 1];
+    for (size_t i = start; i < u->sp; i++) obj_push_item(o, u->stack[i]);
+    u->sp = start;
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// the opcode loop
+
+typedef int (*OpFn)(Unpickler *u, char *err, size_t errlen);
+
+// Every opcode a torch state dict uses, under protocols 2 to 5; STOP ends the loop. Any other
+// opcode is refused.
+static const OpFn ops[256] = {
+    [0x80] = op_proto, [0x95] = op_frame,
+    ['('] = op_mark, ['0'] = op_pop, ['1'] = op_pop_mark,
+    ['}'] = op_empty, [']'] = op_empty, [')'] = op_empty,
+    ['t'] = op_collect, ['l'] = op_collect, ['d'] = op_collect,
+    [0x85] = op_tuple_n, [0x86] = op_tuple_n, [0x87] = op_tuple_n,
+    ['X'] = op_str, ['T'] = op_str, [0x8c] = op_str, ['U'] = op_str, [0x8d] = op_str,
+    ['J'] = op_int, ['K'] = op_int, ['M'] = op_int, [0x8a] = op_long1,
+    ['N'] = op_none_bool, [0x88] = op_none_bool, [0x89] = op_none_bool, ['G'] = op_binfloat,
+    ['c'] = op_global, [0x93] = op_stack_global, ['R'] = do_reduce, ['Q'] = do_persid,
+    ['b'] = op_build,
+    ['s'] = op_setitem, ['u'] = op_setitems, ['a'] = op_append, ['e'] = op_appends,
+    ['q'] = op_put, ['r'] = op_put, [0x94] = op_memoize, ['h'] = op_get, ['j'] = op_get,
+};
+
 PkObj *unpickle(Unpickler *u, const uint8_t *buf, size_t n, char *err, size_t errlen) {
-    size_t pos = 0;
-#define NEED(k)                                                                                   \
-    do {                                                                                          \
-        if (n - pos < (size_t)(k)) {                                                              \
-            fail(u, err, errlen, "pickle ends in the middle of an opcode (truncated)");           \
-            return NULL;                                                                          \
-        }                                                                                         \
-    } while (0)
-#define TRY(x)                                                                                    \
-    do {                                                                                          \
-        if ((x) != 0) return NULL;                                                                \
-    } while (0)
+    u->buf = buf;
+    u->n = n;
+    u->pos = 0;
     while (1) {
-        if (pos >= n) {
-            u->op_pos = pos;
+        u->op_pos = u->pos;
+        if (u->pos >= n) {
             u->op = 0;
             fail(u, err, errlen, "pickle ends without STOP (truncated)");
             return NULL;
         }
-        u->op_pos = pos;
-        u->op = buf[pos++];
-        PkObj *o, *a, *b;
-        size_t len, start = 0;
-        switch (u->op) {
-        case 0x80: // PROTO
-            NEED(1);
-            if (buf[pos] > 5) {
-                fail(u, err, errlen, "unknown pickle protocol %u", buf[pos]);
-                return NULL;
-            }
-            pos += 1;
-            break;
-        case 0x95: // FRAME (protocol 4): a length hint only
-            NEED(8);
-            pos += 8;
-            break;
-        case '.': // STOP
-            if (!(o = pop(u, err, errlen))) return NULL;
-            return o;
-        case '(': // MARK
-            grow(&u->marks, &u->capmarks, u->nmarks + 1, sizeof *u->marks);
-            u->marks[u->nmarks++] = u->sp;
-            break;
-        case '0': // POP
-            if (!pop(u, err, errlen)) return NULL;
-            break;
-        case '1': // POP_MARK
-            TRY(pop_mark(u, &start, err, errlen));
-            u->sp = start;
-            break;
-        case '}': push(u, new_obj(u, PK_DICT)); break;                // EMPTY_DICT
-        case ']': push(u, new_obj(u, PK_LIST)); break;                // EMPTY_LIST
-        case ')': push(u, new_obj(u, PK_TUPLE)); break;               // EMPTY_TUPLE
-        case 't': TRY(collect(u, PK_TUPLE, err, errlen)); break;      // TUPLE
-        case 'l': TRY(collect(u, PK_LIST, err, errlen)); break;       // LIST
-        case 0x85: case 0x86: case 0x87: {                            // TUPLE1, TUPLE2, TUPLE3
-            size_t k = (size_t)(u->op - 0x84);
-            if (u->sp < floor_sp(u) + k) {
-                fail(u, err, errlen, "stack underflow (corrupt pickle)");
-                return NULL;
-            }
-            o = new_obj(u, PK_TUPLE);
-            for (size_t i = u->sp - k; i < u->sp; i++) obj_push_item(o, u->stack[i]);
-            u->sp -= k;
-            push(u, o);
-            break;
-        }
-        case 'd': // DICT
-            TRY(collect(u, PK_DICT, err, errlen));
-            if (u->stack[u->sp - 1]->n % 2) {
-                fail(u, err, errlen, "DICT with an odd number of items");
-                return NULL;
-            }
-            break;
-        case 'X': // BINUNICODE
-        case 'T': // BINSTRING
-            NEED(4);
-            len = le32(buf + pos);
-            pos += 4;
-            NEED(len);
-            push(u, make_str(u, buf + pos, len));
-            pos += len;
-            break;
-        case 0x8c: // SHORT_BINUNICODE
-        case 'U':  // SHORT_BINSTRING
-            NEED(1);
-            len = buf[pos++];
-            NEED(len);
-            push(u, make_str(u, buf + pos, len));
-            pos += len;
-            break;
-        case 0x8d: { // BINUNICODE8
-            NEED(8);
-            uint64_t l64 = le64(buf + pos);
-            pos += 8;
-            if (l64 > n - pos) NEED(n - pos + 1);
-            push(u, make_str(u, buf + pos, (size_t)l64));
-            pos += (size_t)l64;
-            break;
-        }
-        case 'J': // BININT
-            NEED(4);
-            o = new_obj(u, PK_INT);
-            o->i = (int32_t)le32(buf + pos);
-            pos += 4;
-            push(u, o);
-            break;
-        case 'K': // BININT1
-            NEED(1);
-            o = new_obj(u, PK_INT);
-            o->i = buf[pos++];
-            push(u, o);
-            break;
-        case 'M': // BININT2
-            NEED(2);
-            o = new_obj(u, PK_INT);
-            o->i = le16(buf + pos);
-            pos += 2;
-            push(u, o);
-            break;
-        case 0x8a: { // LONG1: little-endian two's complement, n bytes
-            NEED(1);
-            len = buf[pos++];
-            NEED(len);
-            if (len > 8) {
-                fail(u, err, errlen, "integer of %zu bytes is too large", len);
-                return NULL;
-            }
-            uint64_t v = 0;
-            for (size_t i = 0; i < len; i++) v |= (uint64_t)buf[pos + i] << (8 * i);
-            if (len > 0 && len < 8 && (buf[pos + len - 1] & 0x80)) v |= ~0ull << (8 * len);
-            o = new_obj(u, PK_INT);
-            o->i = (int64_t)v;
-            pos += len;
-            push(u, o);
-            break;
-        }
-        case 'N': push(u, new_obj(u, PK_NONE)); break; // NONE
-        case 0x88: case 0x89:                          // NEWTRUE, NEWFALSE
-            o = new_obj(u, PK_BOOL);
-            o->i = u->op == 0x88;
-            push(u, o);
-            break;
-        case 'G': { // BINFLOAT (big-endian)
-            NEED(8);
-            uint64_t v = 0;
-            for (int i = 0; i < 8; i++) v = v << 8 | buf[pos + i];
-            o = new_obj(u, PK_FLOAT);
-            memcpy(&o->f, &v, 8);
-            pos += 8;
-            push(u, o);
-            break;
-        }
-        case 'c': { // GLOBAL "module\nname\n"
-            const uint8_t *nl1 = memchr(buf + pos, '\n', n - pos);
-            const uint8_t *nl2 = nl1 ? memchr(nl1 + 1, '\n', (size_t)(buf + n - nl1 - 1)) : NULL;
-            if (!nl2 || nl1 - (buf + pos) > 200 || nl2 - nl1 > 200) {
-                fail(u, err, errlen, "GLOBAL without two short newline-terminated names");
-                return NULL;
-            }
-            char module[256], name[256];
-            memcpy(module, buf + pos, (size_t)(nl1 - (buf + pos)));
-            module[nl1 - (buf + pos)] = 0;
-            memcpy(name, nl1 + 1, (size_t)(nl2 - nl1 - 1));
-            name[nl2 - nl1 - 1] = 0;
-            pos = (size_t)(nl2 + 1 - buf);
-            TRY(make_global(u, module, name, err, errlen));
-            break;
-        }
-        case 0x93: // STACK_GLOBAL
-            if (!(b = pop(u, err, errlen)) || !(a = pop(u, err, errlen))) return NULL;
-            if (a->type != PK_STR || b->type != PK_STR) {
-                fail(u, err, errlen, "STACK_GLOBAL needs two strings");
-                return NULL;
-            }
-            TRY(make_global(u, a->s, b->s, err, errlen));
-            break;
-        case 'R': TRY(do_reduce(u, err, errlen)); break;  // REDUCE
-        case 'Q': TRY(do_persid(u, err, errlen)); break;  // BINPERSID
-        case 'b': // BUILD: only OrderedDict's attributes (_metadata), accepted and ignored
-            if (!(a = pop(u, err, errlen)) || !(o = top(u, err, errlen))) return NULL;
-            if (o->type != PK_DICT) {
-                fail(u, err, errlen, "BUILD on a %s (only a dict's attributes may be set)",
-                     pk_type_name(o));
-                return NULL;
-            }
-            if (a->type != PK_DICT && a->type != PK_NONE && a->type != PK_TUPLE) {
-                fail(u, err, errlen, "BUILD with a %s state", pk_type_name(a));
-                return NULL;
-            }
-            break;
-        case 's': // SETITEM
-            if (!(b = pop(u, err, errlen)) || !(a = pop(u, err, errlen)) ||
-                !(o = top(u, err, errlen)))
-                return NULL;
-            if (o->type != PK_DICT) {
-                fail(u, err, errlen, "SETITEM on a %s", pk_type_name(o));
-                return NULL;
-            }
-            obj_push_item(o, a);
-            obj_push_item(o, b);
-            break;
-        case 'u': // SETITEMS
-            TRY(pop_mark(u, &start, err, errlen));
-            if (start == floor_sp(u) || (u->sp - start) % 2) {
-                fail(u, err, errlen, "SETITEMS without a dict or with an odd number of items");
-                return NULL;
-            }
-            o = u->stack[start - 1];
-            if (o->type != PK_DICT) {
-                fail(u, err, errlen, "SETITEMS on a %s", pk_type_name(o));
-                return NULL;
-            }
-            for (size_t i = start; i < u->sp; i++) obj_push_item(o, u->stack[i]);
-            u->sp = start;
-            break;
-        case 'a': // APPEND
-            if (!(a = pop(u, err, errlen)) || !(o = top(u, err, errlen))) return NULL;
-            if (o->type != PK_LIST) {
-                fail(u, err, errlen, "APPEND on a %s", pk_type_name(o));
-                return NULL;
-            }
-            obj_push_item(o, a);
-            break;
-        case 'e': // APPENDS
-            TRY(pop_mark(u, &start, err, errlen));
-            if (start == floor_sp(u) || u->stack[start - 1]->type != PK_LIST) {
-                fail(u, err, errlen, "APPENDS without a list");
-                return NULL;
-            }
-            o = u->stack[start - 1];
-            for (size_t i = start; i < u->sp; i++) obj_push_item(o, u->stack[i]);
-            u->sp = start;
-            break;
-        case 'q': // BINPUT
-            NEED(1);
-            TRY(memo_put(u, buf[pos], n, err, errlen));
-            pos += 1;
-            break;
-        case 'r': // LONG_BINPUT
-            NEED(4);
-            TRY(memo_put(u, le32(buf + pos), n, err, errlen));
-            pos += 4;
-            break;
-        case 0x94: // MEMOIZE (protocol 4): memo[len(memo)] = top, as Python's pickle does
-            TRY(memo_put(u, u->nmemo, n, err, errlen));
-            break;
-        case 'h': // BINGET
-            NEED(1);
-            TRY(memo_get(u, buf[pos], err, errlen));
-            pos += 1;
-            break;
-        case 'j': // LONG_BINGET
-            NEED(4);
-            TRY(memo_get(u, le32(buf + pos), err, errlen));
-            pos += 4;
-            break;
-        default:
+        u->op = buf[u->pos++];
+        if (u->op == '.') return pop(u, err, errlen); // STOP: the top of the stack is the result
+        if (!ops[u->op]) {
             fail(u, err, errlen, "unsupported pickle opcode (not used by torch state dicts)");
             return NULL;
         }
+        if (ops[u->op](u, err, errlen)) return NULL;
     }
-#undef NEED
-#undef TRY
 }
+
 
 // ----------------------------------------------------------------------------
 // the pickler: what Python's pickle (protocol 2) writes for torch 1.13's state dict
