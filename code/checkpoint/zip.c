@@ -91,12 +91,10 @@ static int read_zip64_extra(const uint8_t *x, size_t xlen, uint64_t *usize, uint
     return (need_u || need_c || need_o) ? -1 : 0;
 }
 
-int zip_open_mem(ZipReader *z, const uint8_t *buf, size_t n, const char *label, char *err,
-                 size_t errlen) {
-    memset(z, 0, sizeof *z);
-    z->buf = buf;
-    z->n = n;
-    z->label = label;
+// Finds the central directory (offset, size, entry count) through the end-of-central-directory
+// record, or its zip64 twin, and checks that it lies inside the file. Returns 0 or -1.
+static int find_directory(const uint8_t *buf, size_t n, const char *label, uint64_t *count,
+                          uint64_t *cd_off, uint64_t *cd_size, char *err, size_t errlen) {
     if (n < EOCD_SIZE)
         return set_err(err, errlen, "%s: not a zip archive (only %zu bytes)", label, n);
 
@@ -116,7 +114,9 @@ int zip_open_mem(ZipReader *z, const uint8_t *buf, size_t n, const char *label, 
     const uint8_t *e = buf + eocd;
     if (rd16(e + 4) != 0 || (rd16(e + 6) != 0 && rd16(e + 6) != 0xFFFF))
         return set_err(err, errlen, "%s: multi-disk zip archives are not supported", label);
-    uint64_t count = rd16(e + 10), cd_size = rd32(e + 12), cd_off = rd32(e + 16);
+    *count = rd16(e + 10);
+    *cd_size = rd32(e + 12);
+    *cd_off = rd32(e + 16);
     size_t dir_end = eocd; // the central directory must end before this
 
     if (eocd >= LOC64_SIZE && rd32(buf + eocd - LOC64_SIZE) == SIG_LOC64) {
@@ -126,89 +126,92 @@ int zip_open_mem(ZipReader *z, const uint8_t *buf, size_t n, const char *label, 
             return set_err(err, errlen, "%s: corrupt zip64 end-of-central-directory record "
                                         "(bad offset %llu)", label, (unsigned long long)off64);
         const uint8_t *e64 = buf + off64;
-        count = rd64(e64 + 32);
-        cd_size = rd64(e64 + 40);
-        cd_off = rd64(e64 + 48);
+        *count = rd64(e64 + 32);
+        *cd_size = rd64(e64 + 40);
+        *cd_off = rd64(e64 + 48);
         dir_end = (size_t)off64;
-    } else if (count == 0xFFFF || cd_size == 0xFFFFFFFFu || cd_off == 0xFFFFFFFFu) {
+    } else if (*count == 0xFFFF || *cd_size == 0xFFFFFFFFu || *cd_off == 0xFFFFFFFFu) {
         return set_err(err, errlen, "%s: zip64 archive without its zip64 end record (truncated?)",
                        label);
     }
-    if (cd_off > dir_end || cd_size > dir_end - cd_off)
+    if (*cd_off > dir_end || *cd_size > dir_end - *cd_off)
         return set_err(err, errlen, "%s: central directory (offset %llu, %llu bytes) lies outside "
-                       "the file (%zu bytes; truncated?)", label, (unsigned long long)cd_off,
-                       (unsigned long long)cd_size, n);
-    if (count > cd_size / CENTRAL_SIZE)
+                       "the file (%zu bytes; truncated?)", label, (unsigned long long)*cd_off,
+                       (unsigned long long)*cd_size, n);
+    if (*count > *cd_size / CENTRAL_SIZE)
         return set_err(err, errlen, "%s: zip directory claims %llu entries but has room for %llu",
-                       label, (unsigned long long)count,
-                       (unsigned long long)(cd_size / CENTRAL_SIZE));
+                       label, (unsigned long long)*count,
+                       (unsigned long long)(*cd_size / CENTRAL_SIZE));
+    return 0;
+}
 
+// Reads central-directory entry i, at *p in a directory that ends at `end`, into z->e[z->count]
+// (the name is owned from then on) and checks its local header and its data lie inside the file.
+// Advances *p to the next entry. Returns 0 or -1.
+static int read_entry(ZipReader *z, uint64_t i, size_t *p, size_t end, char *err,
+                      size_t errlen) {
+    const uint8_t *buf = z->buf;
+    size_t n = z->n;
+    const char *label = z->label;
+    if (end - *p < CENTRAL_SIZE || rd32(buf + *p) != SIG_CENTRAL)
+        return set_err(err, errlen, "%s: corrupt central directory at entry %llu (offset %zu)",
+                       label, (unsigned long long)i, *p);
+    const uint8_t *c = buf + *p;
+    size_t nlen = rd16(c + 28), xlen = rd16(c + 30), clen = rd16(c + 32);
+    if (end - *p - CENTRAL_SIZE < nlen + xlen + clen)
+        return set_err(err, errlen, "%s: central directory entry %llu runs past the directory",
+                       label, (unsigned long long)i);
+    ZipEntry *ze = &z->e[z->count];
+    ze->flags = rd16(c + 8);
+    ze->method = rd16(c + 10);
+    ze->crc = rd32(c + 16);
+    uint64_t csize = rd32(c + 20), usize = rd32(c + 24), hoff = rd32(c + 42);
+    ze->name = xmalloc(nlen + 1);
+    memcpy(ze->name, c + CENTRAL_SIZE, nlen);
+    ze->name[nlen] = 0;
+    z->count++;
+    if (memchr(ze->name, 0, nlen))
+        return set_err(err, errlen, "%s: zip entry name with a NUL byte", label);
+    if (read_zip64_extra(c + CENTRAL_SIZE + nlen, xlen, &usize, &csize, &hoff,
+                         usize == 0xFFFFFFFFu, csize == 0xFFFFFFFFu, hoff == 0xFFFFFFFFu))
+        return set_err(err, errlen, "%s: entry '%s': missing or corrupt zip64 extra field", label,
+                       ze->name);
+    ze->size = usize;
+    ze->csize = csize;
+    // The local header: its sizes may be zero (data descriptor); only its lengths matter.
+    if (hoff > n || n - hoff < LOCAL_SIZE || rd32(buf + hoff) != SIG_LOCAL)
+        return set_err(err, errlen, "%s: entry '%s': local header at offset %llu is missing or "
+                       "corrupt (truncated file?)", label, ze->name, (unsigned long long)hoff);
+    const uint8_t *l = buf + hoff;
+    uint64_t lnlen = rd16(l + 26), lxlen = rd16(l + 28);
+    uint64_t data = hoff + LOCAL_SIZE + lnlen + lxlen;
+    if (lnlen != nlen || data > n || memcmp(l + LOCAL_SIZE, ze->name, nlen) != 0)
+        return set_err(err, errlen, "%s: entry '%s': local header does not match the central "
+                       "directory (corrupt file)", label, ze->name);
+    if (csize > n - data)
+        return set_err(err, errlen, "%s: entry '%s' (%llu bytes at offset %llu) runs past the end "
+                       "of the file (%zu bytes; truncated?)", label, ze->name,
+                       (unsigned long long)csize, (unsigned long long)data, n);
+    ze->data_offset = data;
+    *p += CENTRAL_SIZE + nlen + xlen + clen;
+    return 0;
+}
+
+int zip_open_mem(ZipReader *z, const uint8_t *buf, size_t n, const char *label, char *err,
+                 size_t errlen) {
+    memset(z, 0, sizeof *z);
+    z->buf = buf;
+    z->n = n;
+    z->label = label;
+    uint64_t count = 0, cd_off = 0, cd_size = 0;
+    if (find_directory(buf, n, label, &count, &cd_off, &cd_size, err, errlen)) return -1;
     z->e = xcalloc(count ? (size_t)count : 1, sizeof(ZipEntry));
     size_t p = (size_t)cd_off, end = (size_t)(cd_off + cd_size);
     for (uint64_t i = 0; i < count; i++) {
-        if (end - p < CENTRAL_SIZE || rd32(buf + p) != SIG_CENTRAL) {
-            int r = set_err(err, errlen, "%s: corrupt central directory at entry %llu "
-                            "(offset %zu)", label, (unsigned long long)i, p);
-            zip_close(z);
-            return r;
+        if (read_entry(z, i, &p, end, err, errlen)) {
+            zip_close(z); // the one failure path: frees the entries read so far
+            return -1;
         }
-        const uint8_t *c = buf + p;
-        size_t nlen = rd16(c + 28), xlen = rd16(c + 30), clen = rd16(c + 32);
-        if (end - p - CENTRAL_SIZE < nlen + xlen + clen) {
-            int r = set_err(err, errlen, "%s: central directory entry %llu runs past the "
-                            "directory", label, (unsigned long long)i);
-            zip_close(z);
-            return r;
-        }
-        ZipEntry *ze = &z->e[z->count];
-        ze->flags = rd16(c + 8);
-        ze->method = rd16(c + 10);
-        ze->crc = rd32(c + 16);
-        uint64_t csize = rd32(c + 20), usize = rd32(c + 24), hoff = rd32(c + 42);
-        ze->name = xmalloc(nlen + 1);
-        memcpy(ze->name, c + CENTRAL_SIZE, nlen);
-        ze->name[nlen] = 0;
-        z->count++;
-        if (memchr(ze->name, 0, nlen)) {
-            int r = set_err(err, errlen, "%s: zip entry name with a NUL byte", label);
-            zip_close(z);
-            return r;
-        }
-        if (read_zip64_extra(c + CENTRAL_SIZE + nlen, xlen, &usize, &csize, &hoff,
-                             usize == 0xFFFFFFFFu, csize == 0xFFFFFFFFu, hoff == 0xFFFFFFFFu)) {
-            int r = set_err(err, errlen, "%s: entry '%s': missing or corrupt zip64 extra field",
-                           label, ze->name);
-            zip_close(z);
-            return r;
-        }
-        ze->size = usize;
-        ze->csize = csize;
-        // The local header: its sizes may be zero (data descriptor); only its lengths matter.
-        if (hoff > n || n - hoff < LOCAL_SIZE || rd32(buf + hoff) != SIG_LOCAL) {
-            int r = set_err(err, errlen, "%s: entry '%s': local header at offset %llu is missing "
-                           "or corrupt (truncated file?)", label, ze->name,
-                           (unsigned long long)hoff);
-            zip_close(z);
-            return r;
-        }
-        const uint8_t *l = buf + hoff;
-        uint64_t lnlen = rd16(l + 26), lxlen = rd16(l + 28);
-        uint64_t data = hoff + LOCAL_SIZE + lnlen + lxlen;
-        if (lnlen != nlen || data > n || memcmp(l + LOCAL_SIZE, ze->name, nlen) != 0) {
-            int r = set_err(err, errlen, "%s: entry '%s': local header does not match the central "
-                           "directory (corrupt file)", label, ze->name);
-            zip_close(z);
-            return r;
-        }
-        if (csize > n - data) {
-            int r = set_err(err, errlen, "%s: entry '%s' (%llu bytes at offset %llu) runs past "
-                            "the end of the file (%zu bytes; truncated?)", label, ze->name,
-                            (unsigned long long)csize, (unsigned long long)data, n);
-            zip_close(z);
-            return r;
-        }
-        ze->data_offset = data;
-        p += CENTRAL_SIZE + nlen + xlen + clen;
     }
     return 0;
 }
