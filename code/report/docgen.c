@@ -793,6 +793,155 @@ static void free_fields(char **f, int n) {
     free(f);
 }
 
+// A CSV results file: rows[0] is the header; every row has ncol fields.
+typedef struct {
+    char ***rows;
+    int n_rows, ncol;
+} Csv;
+
+static void csv_free(Csv *t) {
+    for (int r = 0; r < t->n_rows; r++) free_fields(t->rows[r], t->ncol);
+    free(t->rows);
+}
+
+// The columns a table shows: indexes into the CSV's fields, each with an optional format.
+typedef struct {
+    int *cols;
+    char **fmts; // NULL: the cell as written
+    int n;
+} Columns;
+
+static void columns_free(Columns *c) {
+    for (int k = 0; k < c->n; k++) free(c->fmts[k]);
+    free(c->fmts);
+    free(c->cols);
+}
+
+// Reads the CSV file `path` for the table placeholder `ph`. Returns 0, or -1 once the problem
+// is reported.
+static int table_read(DocGen *g, const char *md, int line, const char *ph, const char *path,
+                      Csv *t) {
+    char err[512];
+    size_t n;
+    uint8_t *data = read_file(path, &n, 64u << 20, err, sizeof err);
+    if (!data) {
+        report(g, md, line, ph, "%s; the chapter program writes it", err);
+        return -1;
+    }
+    char *text = xstrndup((const char *)data, n);
+    free(data);
+    int ok = 1, csv_line = 0;
+    for (char *save = NULL, *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        csv_line++;
+        if (strspn(l, " \r") == strlen(l)) continue;
+        char **f;
+        int nf = csv_split(l, &f);
+        if (t->n_rows == 0) t->ncol = nf;
+        else if (nf != t->ncol) {
+            report(g, md, line, ph, "%s:%d: %d fields where the header has %d", path, csv_line,
+                   nf, t->ncol);
+            free_fields(f, nf);
+            ok = 0;
+            break;
+        }
+        t->rows = xrealloc(t->rows, (size_t)(t->n_rows + 1) * sizeof *t->rows);
+        t->rows[t->n_rows++] = f;
+    }
+    free(text);
+    if (ok && t->n_rows < 2) {
+        report(g, md, line, ph, "%s has no data rows", path);
+        ok = 0;
+    }
+    return ok ? 0 : -1;
+}
+
+// The columns named after the placeholder's '|' ("val_acc:%.3f,epoch"), or all of them when
+// `want_spec` is NULL. Every unknown name is reported; returns 0 or -1.
+static int table_columns(DocGen *g, const char *md, int line, const char *ph, const char *path,
+                         const Csv *t, const char *want_spec, Columns *c) {
+    int cap = t->ncol > 0 ? t->ncol : 1, ok = 1;
+    c->cols = xmalloc((size_t)cap * sizeof *c->cols);
+    c->fmts = xcalloc((size_t)cap, sizeof *c->fmts);
+    if (!want_spec) {
+        for (int k = 0; k < t->ncol; k++) c->cols[c->n++] = k;
+        return 0;
+    }
+    char **want;
+    int nw = csv_split(want_spec, &want);
+    if (nw > cap) {
+        cap = nw;
+        c->cols = xrealloc(c->cols, (size_t)cap * sizeof *c->cols);
+        c->fmts = xrealloc(c->fmts, (size_t)cap * sizeof *c->fmts);
+    }
+    for (int w = 0; w < nw; w++) {
+        char *colon = strchr(want[w], ':');
+        if (colon) *colon = 0;
+        int col = -1;
+        for (int k = 0; k < t->ncol; k++)
+            if (strcmp(t->rows[0][k], want[w]) == 0) col = k;
+        if (col < 0) {
+            Buf have = {0};
+            for (int k = 0; k < t->ncol; k++)
+                buf_printf(&have, "%s%s", k ? ", " : "", t->rows[0][k]);
+            report(g, md, line, ph, "%s has no column \"%s\" (its columns: %s)", path, want[w],
+                   have.s);
+            free(have.s);
+            ok = 0;
+            continue;
+        }
+        c->fmts[c->n] = colon ? xstrdup(colon + 1) : NULL;
+        c->cols[c->n++] = col;
+    }
+    free_fields(want, nw);
+    return ok ? 0 : -1;
+}
+
+// The pipe table: header, alignment row (numbers right-aligned), the data rows, each cell
+// escaped or formatted as a results value would be. Returns 0, or -1 once a format is reported.
+static int table_render(DocGen *g, const char *md, int line, const char *ph, const char *path,
+                        const Csv *t, const Columns *c, Buf *table) {
+    char ***rows = t->rows;
+    buf_puts(table, "\n|");
+    for (int k = 0; k < c->n; k++) {
+        buf_putc(table, ' ');
+        md_escape(table, rows[0][c->cols[k]]);
+        buf_puts(table, " |");
+    }
+    buf_puts(table, "\n|");
+    for (int k = 0; k < c->n; k++) {
+        int numeric = 1;
+        for (int r = 1; r < t->n_rows; r++) numeric &= is_number(rows[r][c->cols[k]]);
+        buf_puts(table, numeric ? "---:|" : ":---|");
+    }
+    buf_putc(table, '\n');
+    for (int r = 1; r < t->n_rows; r++) {
+        buf_putc(table, '|');
+        for (int k = 0; k < c->n; k++) {
+            const char *cell = rows[r][c->cols[k]];
+            buf_putc(table, ' ');
+            if (c->fmts[k]) { // formatted as a results value would be
+                JsonEntry e = {rows[0][c->cols[k]], (char *)cell, !is_number(cell), 0};
+                if (!e.is_string) e.num = strtod(cell, NULL);
+                char ferr[256];
+                char *v = docgen_format_value(&e, c->fmts[k], ferr, sizeof ferr);
+                if (!v) {
+                    report(g, md, line, ph, "%s, column %s, row %d: %s", path,
+                           rows[0][c->cols[k]], r, ferr);
+                    return -1;
+                }
+                buf_puts(table, v);
+                free(v);
+            } else {
+                md_escape(table, cell);
+            }
+            buf_puts(table, " |");
+        }
+        buf_putc(table, '\n');
+    }
+    buf_putc(table, '\n');
+    return 0;
+}
+
 // {{table:FILE.csv|col,col}} alone on a line -> a pipe table.
 static void expand_table(DocGen *g, const char *ph, const char *md, int line, Buf *out) {
     const char *spec = ph + 6;
@@ -805,125 +954,18 @@ static void expand_table(DocGen *g, const char *ph, const char *md, int line, Bu
     }
     char *path = join_path(g->results_dir, name);
     free(name);
-    char err[512];
-    size_t n;
-    uint8_t *data = read_file(path, &n, 64u << 20, err, sizeof err);
-    if (!data) {
-        report(g, md, line, ph, "%s; the chapter program writes it", err);
-        free(path);
-        return;
-    }
-    char *text = xstrndup((const char *)data, n);
-    free(data);
-    // rows
-    int n_rows = 0, ncol = 0;
-    char ***rows = NULL;
-    int ok = 1;
-    int csv_line = 0;
-    for (char *save = NULL, *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
-        csv_line++;
-        if (strspn(l, " \r") == strlen(l)) continue;
-        char **f;
-        int nf = csv_split(l, &f);
-        if (n_rows == 0) ncol = nf;
-        else if (nf != ncol) {
-            report(g, md, line, ph, "%s:%d: %d fields where the header has %d", path, csv_line, nf, ncol);
-            free_fields(f, nf);
-            ok = 0;
-            break;
-        }
-        rows = xrealloc(rows, (size_t)(n_rows + 1) * sizeof *rows);
-        rows[n_rows++] = f;
-    }
-    if (ok && n_rows < 2) {
-        report(g, md, line, ph, "%s has no data rows", path);
-        ok = 0;
-    }
-    // the columns shown, each with an optional format ("val_acc:%.3f")
-    int n_cols = 0, cap = ncol > 0 ? ncol : 1;
-    int *cols = xmalloc((size_t)cap * sizeof *cols);
-    char **fmts = xcalloc((size_t)cap, sizeof *fmts);
-    if (ok && bar) {
-        char **want;
-        int nw = csv_split(bar + 1, &want);
-        if (nw > cap) {
-            cap = nw;
-            cols = xrealloc(cols, (size_t)cap * sizeof *cols);
-            fmts = xrealloc(fmts, (size_t)cap * sizeof *fmts);
-        }
-        for (int w = 0; w < nw; w++) {
-            char *colon = strchr(want[w], ':');
-            if (colon) *colon = 0;
-            int c = -1;
-            for (int k = 0; k < ncol; k++)
-                if (strcmp(rows[0][k], want[w]) == 0) c = k;
-            if (c < 0) {
-                Buf have = {0};
-                for (int k = 0; k < ncol; k++) buf_printf(&have, "%s%s", k ? ", " : "", rows[0][k]);
-                report(g, md, line, ph, "%s has no column \"%s\" (its columns: %s)", path, want[w], have.s);
-                free(have.s);
-                ok = 0;
-                continue;
-            }
-            fmts[n_cols] = colon ? xstrdup(colon + 1) : NULL;
-            cols[n_cols++] = c;
-        }
-        free_fields(want, nw);
-    } else if (ok) {
-        for (int k = 0; k < ncol; k++) cols[n_cols++] = k;
-    }
+    Csv t = {0};
+    Columns c = {0};
     Buf table = {0};
-    if (ok) {
-        buf_puts(&table, "\n|");
-        for (int c = 0; c < n_cols; c++) {
-            buf_putc(&table, ' ');
-            md_escape(&table, rows[0][cols[c]]);
-            buf_puts(&table, " |");
-        }
-        buf_puts(&table, "\n|");
-        for (int c = 0; c < n_cols; c++) {
-            int numeric = 1;
-            for (int r = 1; r < n_rows; r++) numeric &= is_number(rows[r][cols[c]]);
-            buf_puts(&table, numeric ? "---:|" : ":---|");
-        }
-        buf_putc(&table, '\n');
-        for (int r = 1; r < n_rows && ok; r++) {
-            buf_putc(&table, '|');
-            for (int c = 0; c < n_cols; c++) {
-                const char *cell = rows[r][cols[c]];
-                buf_putc(&table, ' ');
-                if (fmts[c]) { // formatted as a results value would be
-                    JsonEntry e = {rows[0][cols[c]], (char *)cell, !is_number(cell), 0};
-                    if (!e.is_string) e.num = strtod(cell, NULL);
-                    char ferr[256];
-                    char *v = docgen_format_value(&e, fmts[c], ferr, sizeof ferr);
-                    if (!v) {
-                        report(g, md, line, ph, "%s, column %s, row %d: %s", path, rows[0][cols[c]], r, ferr);
-                        ok = 0;
-                        break;
-                    }
-                    buf_puts(&table, v);
-                    free(v);
-                } else {
-                    md_escape(&table, cell);
-                }
-                buf_puts(&table, " |");
-            }
-            buf_putc(&table, '\n');
-        }
-        buf_putc(&table, '\n');
-    }
-    if (ok) {
+    if (table_read(g, md, line, ph, path, &t) == 0 &&
+        table_columns(g, md, line, ph, path, &t, bar ? bar + 1 : NULL, &c) == 0 &&
+        table_render(g, md, line, ph, path, &t, &c, &table) == 0) {
         add_dep(g, path);
         buf_add(out, table.s, table.n);
     }
     free(table.s);
-    for (int c = 0; c < n_cols; c++) free(fmts[c]);
-    free(fmts);
-    free(cols);
-    for (int r = 0; r < n_rows; r++) free_fields(rows[r], ncol);
-    free(rows);
-    free(text);
+    columns_free(&c);
+    csv_free(&t);
     free(path);
 }
 
