@@ -55,8 +55,10 @@ typedef struct {
     int conf[K][K];        // [true][predicted] counts
     int per_class[K][2];   // [class] {correct, images}
     double final_acc, seconds_per_epoch, seconds_total;
+    int weights_pretrained;
 } Run;
 
+static Run run[NRUNS];                   // in the order of RUNS
 static char class_name[K][RUN_NAME_MAX]; // from the predictions files ("" = never seen)
 
 static void usage(FILE *f) {
@@ -72,78 +74,12 @@ static void usage(FILE *f) {
             FIGURE_FONT_DEFAULT);
 }
 
-static double jnum(const Run *r, const char *dir, const char *name, const char *key) {
-    const JsonEntry *e = flatjson_get(&r->json, key);
-    if (!e || e->is_string) die("%s/%s.json: no number \"%s\"; rerun the chapter program", dir, name, key);
-    return e->num;
-}
-
-static const char *jstr(const Run *r, const char *key) {
-    const JsonEntry *e = flatjson_get(&r->json, key);
-    return e && e->is_string ? e->text : "?";
-}
-
-// Sorts wrong predictions first by decreasing confidence.
-static int by_confidence(const void *a, const void *b) {
-    const RunPred *p = a, *q = b;
-    int wp = p->pred != p->label, wq = q->pred != q->label;
-    if (wp != wq) return wq - wp;
-    return (q->prob_pred > p->prob_pred) - (q->prob_pred < p->prob_pred);
-}
-
-// The grid of the most confidently wrong validation images of one run.
-static int draw_most_wrong(Run *r, const char *root, const Font *font, const char *path) {
-    qsort(r->pr, r->n_pr, sizeof(RunPred), by_confidence);
-    int shown = 0; // the mistakes come first
-    while (shown < WRONG_COLS * WRONG_ROWS && shown < r->n_pr && r->pr[shown].pred != r->pr[shown].label)
-        shown++;
-    Image fig;
-    canvas_new(&fig, WRONG_COLS * PANEL_W, shown ? (shown + WRONG_COLS - 1) / WRONG_COLS * PANEL_H : 60,
-               255, 255, 255);
-    for (int p = 0; p < shown; p++) {
-        const RunPred *w = &r->pr[p];
-        int x = (p % WRONG_COLS) * PANEL_W, y = (p / WRONG_COLS) * PANEL_H;
-        char *file = xasprintf("%s/images/%s.jpg", root, w->name), err[1024];
-        Image img;
-        if (image_load(file, &img, err, sizeof err) == 0) {
-            canvas_blit_fit(&fig, &img, x + 8, y + TITLE_H, PANEL_W - 16, PANEL_H - TITLE_H - 8);
-            image_free(&img);
-        } else {
-            warn("%s (its panel stays grey; pass --root DIR to say where the images are)", err);
-            canvas_fill(&fig, x + 8, y + TITLE_H, PANEL_W - 16, PANEL_H - TITLE_H - 8, 200, 200, 200);
-        }
-        char *t1 = xasprintf("true: %s", class_name[w->label]);
-        char *t2 = xasprintf("predicted: %s (%.2f)", class_name[w->pred], w->prob_pred);
-        draw_text_centered(&fig, font, t1, x + PANEL_W / 2, y + 6, 19.0f, PANEL_W - 8, 0, 0, 0);
-        draw_text_centered(&fig, font, t2, x + PANEL_W / 2, y + 31, 19.0f, PANEL_W - 8, 178, 24, 24);
-        free(file), free(t1), free(t2);
-    }
-    if (!shown) draw_text_centered(&fig, font, "no validation image was misclassified", fig.w / 2,
-                                   16, 24.0f, fig.w - 20, 0, 0, 0);
+// ----------------------------------------------------------------------------
+// step 1: the runs and their confusion matrices
+// region: load-runs
+// A run exists when its JSON does (the chapter programs write it last, after everything else).
+static int load_runs(const char *results_dir) {
     char err[1024];
-    if (image_write_png(path, &fig, err, sizeof err)) die("%s", err);
-    image_free(&fig);
-    return shown;
-}
-
-int main(int argc, char **argv) {
-    const char *results_dir = "results", *root = NULL, *figures = "figures";
-    const char *font_path = FIGURE_FONT_DEFAULT;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage(stdout), 0;
-        else if (!strcmp(argv[i], "--results") && i + 1 < argc) results_dir = argv[++i];
-        else if (!strcmp(argv[i], "--root") && i + 1 < argc) root = argv[++i];
-        else if (!strcmp(argv[i], "--figures") && i + 1 < argc) figures = argv[++i];
-        else if (!strcmp(argv[i], "--font") && i + 1 < argc) font_path = argv[++i];
-        else return usage(stderr), fprintf(stderr, "error: unknown argument '%s'\n", argv[i]), 2;
-    }
-    char err[1024];
-    Font *font = font_load(font_path, err, sizeof err);
-    if (!font) die("%s", err);
-
-    // region: load-runs
-    // A run exists when its JSON does (the chapter programs write it last, after everything else).
-    static Run run[NRUNS];
     int n_present = 0;
     for (int r = 0; r < NRUNS; r++) {
         char *json = xasprintf("%s/%s.json", results_dir, RUNS[r].name);
@@ -169,12 +105,15 @@ int main(int argc, char **argv) {
     if (!n_present)
         die("no run found in %s/: run build/04-feature-extraction and/or build/05-fine-tuning "
             "first (or pass --results DIR)", results_dir);
-    // endregion
+    return n_present;
+}
+// endregion
 
-    // region: confusion
-    // conf[t][p] counts the validation images of true class t that the final model called p;
-    // a class's accuracy is its diagonal entry over its row's sum.
-    int used[K] = {0}; // classes that occur as a label or a prediction in some run
+// region: confusion
+// conf[t][p] counts the validation images of true class t that the final model called p;
+// a class's accuracy is its diagonal entry over its row's sum. used[c]: class c occurs as a
+// label or a prediction in some run.
+static void count_confusion(int used[K]) {
     for (int r = 0; r < NRUNS; r++)
         for (int i = 0; run[r].present && i < run[r].n_pr; i++) {
             const RunPred *p = &run[r].pr[i];
@@ -183,13 +122,138 @@ int main(int argc, char **argv) {
             run[r].per_class[p->label][1]++;
             used[p->label] = used[p->pred] = 1;
         }
-    // endregion
-    for (int c = 0; c < K; c++)
-        if (used[c] && !class_name[c][0]) snprintf(class_name[c], sizeof class_name[0], "class %d", c + 1);
+}
+// endregion
 
-    // Per run: the confusion matrix (counts; row fractions for the heat map) and the summary.
-    Results res;
-    results_init(&res);
+// ----------------------------------------------------------------------------
+// step 2: per run, the summary, the epochs, the confusion matrix, the most confidently wrong images
+static double jnum(const Run *r, const char *dir, const char *name, const char *key) {
+    const JsonEntry *e = flatjson_get(&r->json, key);
+    if (!e || e->is_string) die("%s/%s.json: no number \"%s\"; rerun the chapter program", dir, name, key);
+    return e->num;
+}
+
+static const char *jstr(const Run *r, const char *key) {
+    const JsonEntry *e = flatjson_get(&r->json, key);
+    return e && e->is_string ? e->text : "?";
+}
+
+// Sorts wrong predictions first by decreasing confidence.
+static int by_confidence(const void *a, const void *b) {
+    const RunPred *p = a, *q = b;
+    int wp = p->pred != p->label, wq = q->pred != q->label;
+    if (wp != wq) return wq - wp;
+    return (q->prob_pred > p->prob_pred) - (q->prob_pred < p->prob_pred);
+}
+
+// The grid of the most confidently wrong validation images of one run.
+static int draw_most_wrong(Run *r, const char *root, const Font *font, const char *path) {
+    qsort(r->pr, r->n_pr, sizeof(RunPred), by_confidence);
+    int shown = 0; // the mistakes come first
+    while (shown < WRONG_COLS * WRONG_ROWS && shown < r->n_pr && r->pr[shown].pred != r->pr[shown].label)
+        shown++;
+    FigurePanel panel[WRONG_COLS * WRONG_ROWS];
+    char *text[3 * WRONG_COLS * WRONG_ROWS]; // the panels' strings, owned here
+    for (int p = 0; p < shown; p++) {
+        const RunPred *w = &r->pr[p];
+        panel[p].file = text[3 * p] = xasprintf("%s/images/%s.jpg", root, w->name);
+        panel[p].title = text[3 * p + 1] = xasprintf("true: %s", class_name[w->label]);
+        panel[p].subtitle = text[3 * p + 2] =
+            xasprintf("predicted: %s (%.2f)", class_name[w->pred], w->prob_pred);
+    }
+    char err[1024];
+    if (figure_grid(path, font, panel, shown, WRONG_COLS, PANEL_W, PANEL_H, TITLE_H,
+                    "no validation image was misclassified",
+                    "pass --root DIR to say where the images are", err, sizeof err))
+        die("%s", err);
+    for (int i = 0; i < 3 * shown; i++) free(text[i]);
+    return shown;
+}
+
+// Run r in the JSON summary (keys "<id>_...") and in the table, and its grid of mistakes
+// (06-most-wrong-<id>.png under `figures`, the images read from `images`).
+static void summarize_run(int r, const char *results_dir, const char *images, const char *figures,
+                          const Font *font, Results *res, FILE *table) {
+    Run *R = &run[r];
+    const char *id = RUNS[r].id;
+    // region: summary
+    const RunEpoch *last = &R->ep[R->n_ep - 1];
+    int best = 0, reductions = 0, classes = 0, worst = -1, correct = 0;
+    double seconds = 0, class_acc_sum = 0;
+    for (int e = 0; e < R->n_ep; e++) {
+        if (R->ep[e].val_acc > R->ep[best].val_acc) best = e;
+        if (e > 0 && R->ep[e].lr < R->ep[e - 1].lr) reductions++;
+        seconds += R->ep[e].seconds;
+    }
+    for (int c = 0; c < K; c++) {
+        if (!R->per_class[c][1]) continue; // not in the validation set
+        double acc = (double)R->per_class[c][0] / R->per_class[c][1];
+        classes++;
+        class_acc_sum += acc;
+        correct += R->per_class[c][0];
+        if (worst < 0 || acc < (double)R->per_class[worst][0] / R->per_class[worst][1]) worst = c;
+    }
+    double worst_acc = (double)R->per_class[worst][0] / R->per_class[worst][1];
+    double pred_acc = (double)correct / R->n_pr;
+    // endregion
+    if (fabs(pred_acc - last->val_acc) > 0.5 / R->n_pr)
+        warn("%s/%s: the predictions give accuracy %.4f but the last epoch of the CSV says %.4f: "
+             "files of different runs? Rerun the chapter program", results_dir, RUNS[r].name,
+             pred_acc, last->val_acc);
+    // the CSV keeps milliseconds; the JSON has the exact sum (an epoch on cached features of a
+    // small set can take less than a millisecond)
+    const JsonEntry *exact = flatjson_get(&R->json, "seconds_epochs");
+    if (exact && !exact->is_string) seconds = exact->num;
+    double total = jnum(R, results_dir, RUNS[r].name, "seconds_total");
+    R->weights_pretrained = (int)jnum(R, results_dir, RUNS[r].name, "weights_pretrained");
+    R->final_acc = last->val_acc, R->seconds_per_epoch = seconds / R->n_ep, R->seconds_total = total;
+    char *k = xstrdup("");
+#define KEY(suffix) (free(k), k = xasprintf("%s_%s", id, suffix))
+    results_str(res, KEY("method"), RUNS[r].title);
+    results_str(res, KEY("mode"), jstr(R, "mode"));
+    results_str(res, KEY("device"), jstr(R, "device"));
+    results_str(res, KEY("precision"), jstr(R, "precision"));
+    results_int(res, KEY("weights_pretrained"), R->weights_pretrained);
+    results_int(res, KEY("epochs"), R->n_ep);
+    results_num(res, KEY("first_val_acc"), R->ep[0].val_acc);
+    results_num(res, KEY("final_val_acc"), last->val_acc);
+    results_num(res, KEY("final_val_loss"), last->val_loss);
+    results_num(res, KEY("final_train_loss"), last->train_loss);
+    results_num(res, KEY("best_val_acc"), R->ep[best].val_acc);
+    results_int(res, KEY("best_epoch"), best + 1);
+    results_num(res, KEY("lr_initial"), R->ep[0].lr);
+    results_num(res, KEY("lr_final"), last->lr);
+    results_int(res, KEY("lr_reductions"), reductions);
+    results_num(res, KEY("seconds_epochs"), seconds);
+    results_num(res, KEY("seconds_per_epoch"), seconds / R->n_ep);
+    results_num(res, KEY("seconds_total"), total);
+    results_int(res, KEY("val_images"), R->n_pr);
+    results_int(res, KEY("val_correct"), correct);
+    results_int(res, KEY("val_wrong"), R->n_pr - correct);
+    results_int(res, KEY("classes"), classes);
+    results_num(res, KEY("mean_class_acc"), class_acc_sum / classes);
+    results_str(res, KEY("worst_class"), class_name[worst]);
+    results_num(res, KEY("worst_class_acc"), worst_acc);
+    fprintf(table, "%s,%s,%d,%.4f,%.4f,%d,%.4f,%d,%.3f,%.3f,%.4f,%s,%.4f\n", id, RUNS[r].title,
+            R->n_ep, last->val_acc, R->ep[best].val_acc, best + 1, last->val_loss, reductions,
+            seconds / R->n_ep, total, class_acc_sum / classes, class_name[worst], worst_acc);
+    char *png = xasprintf("%s/06-most-wrong-%s.png", figures, id);
+    int shown = draw_most_wrong(R, images, font, png);
+    results_str(res, KEY("most_wrong_figure"), png);
+    results_int(res, KEY("most_wrong_shown"), shown);
+    results_num(res, KEY("most_wrong_top_prob"), shown ? R->pr[0].prob_pred : 0.0);
+    printf("%-9s %3d epochs  final val acc %.4f  best %.4f (epoch %d)  %.2f s/epoch  worst "
+           "class %s (%.3f)  -> %s\n", id, R->n_ep, last->val_acc, R->ep[best].val_acc,
+           best + 1, seconds / R->n_ep, class_name[worst], worst_acc, png);
+    free(png), free(k);
+#undef KEY
+}
+
+// Every run, in order: its keys in the JSON summary, its row of 06-comparison.csv, its block of
+// 06-comparison.curves.dat (gnuplot index r), its confusion matrix and its grid of mistakes.
+static void compare_runs(const int used[K], const char *results_dir, const char *root,
+                         const char *figures, const Font *font, Results *res) {
+    char err[1024];
     AtomicFile table_af, curves_af;
     char *table_path = xasprintf("%s/06-comparison.csv", results_dir);
     char *curves_path = xasprintf("%s/06-comparison.curves.dat", results_dir);
@@ -199,95 +263,23 @@ int main(int argc, char **argv) {
     fprintf(table, "run,method,epochs,final_val_acc,best_val_acc,best_epoch,final_val_loss,"
                    "lr_reductions,seconds_per_epoch,seconds_total,mean_class_acc,worst_class,"
                    "worst_class_acc\n");
-    int pretrained = 1;
-    char present_list[64] = "", missing_list[64] = "";
     for (int r = 0; r < NRUNS; r++) {
-        const char *id = RUNS[r].id;
-        char *k;
-#define KEY(suffix) (free(k), k = xasprintf("%s_%s", id, suffix))
-        k = xstrdup("");
-        results_int(&res, KEY("present"), run[r].present);
-        if (!run[r].present) {
-            snprintf(missing_list + strlen(missing_list), 32, "%s%s", missing_list[0] ? " " : "", id);
-            free(k);
-            continue;
-        }
-        snprintf(present_list + strlen(present_list), 32, "%s%s", present_list[0] ? " " : "", id);
-        Run *R = &run[r];
-
-        // region: summary
-        const RunEpoch *last = &R->ep[R->n_ep - 1];
-        int best = 0, reductions = 0, classes = 0, worst = -1, correct = 0;
-        double seconds = 0, class_acc_sum = 0;
-        for (int e = 0; e < R->n_ep; e++) {
-            if (R->ep[e].val_acc > R->ep[best].val_acc) best = e;
-            if (e > 0 && R->ep[e].lr < R->ep[e - 1].lr) reductions++;
-            seconds += R->ep[e].seconds;
-        }
-        for (int c = 0; c < K; c++) {
-            if (!R->per_class[c][1]) continue; // not in the validation set
-            double acc = (double)R->per_class[c][0] / R->per_class[c][1];
-            classes++;
-            class_acc_sum += acc;
-            correct += R->per_class[c][0];
-            if (worst < 0 || acc < (double)R->per_class[worst][0] / R->per_class[worst][1]) worst = c;
-        }
-        double worst_acc = (double)R->per_class[worst][0] / R->per_class[worst][1];
-        double pred_acc = (double)correct / R->n_pr;
-        // endregion
-        if (fabs(pred_acc - last->val_acc) > 0.5 / R->n_pr)
-            warn("%s/%s: the predictions give accuracy %.4f but the last epoch of the CSV says %.4f: "
-                 "files of different runs? Rerun the chapter program", results_dir, RUNS[r].name,
-                 pred_acc, last->val_acc);
-        // the CSV keeps milliseconds; the JSON has the exact sum (an epoch on cached features of a
-        // small set can take less than a millisecond)
-        const JsonEntry *exact = flatjson_get(&R->json, "seconds_epochs");
-        if (exact && !exact->is_string) seconds = exact->num;
-        double total = jnum(R, results_dir, RUNS[r].name, "seconds_total");
-        int weights_pretrained = (int)jnum(R, results_dir, RUNS[r].name, "weights_pretrained");
-        pretrained &= weights_pretrained == 1;
-        R->final_acc = last->val_acc, R->seconds_per_epoch = seconds / R->n_ep, R->seconds_total = total;
-
-        results_str(&res, KEY("method"), RUNS[r].title);
-        results_str(&res, KEY("mode"), jstr(R, "mode"));
-        results_str(&res, KEY("device"), jstr(R, "device"));
-        results_str(&res, KEY("precision"), jstr(R, "precision"));
-        results_int(&res, KEY("weights_pretrained"), weights_pretrained);
-        results_int(&res, KEY("epochs"), R->n_ep);
-        results_num(&res, KEY("first_val_acc"), R->ep[0].val_acc);
-        results_num(&res, KEY("final_val_acc"), last->val_acc);
-        results_num(&res, KEY("final_val_loss"), last->val_loss);
-        results_num(&res, KEY("final_train_loss"), last->train_loss);
-        results_num(&res, KEY("best_val_acc"), R->ep[best].val_acc);
-        results_int(&res, KEY("best_epoch"), best + 1);
-        results_num(&res, KEY("lr_initial"), R->ep[0].lr);
-        results_num(&res, KEY("lr_final"), last->lr);
-        results_int(&res, KEY("lr_reductions"), reductions);
-        results_num(&res, KEY("seconds_epochs"), seconds);
-        results_num(&res, KEY("seconds_per_epoch"), seconds / R->n_ep);
-        results_num(&res, KEY("seconds_total"), total);
-        results_int(&res, KEY("val_images"), R->n_pr);
-        results_int(&res, KEY("val_correct"), correct);
-        results_int(&res, KEY("val_wrong"), R->n_pr - correct);
-        results_int(&res, KEY("classes"), classes);
-        results_num(&res, KEY("mean_class_acc"), class_acc_sum / classes);
-        results_str(&res, KEY("worst_class"), class_name[worst]);
-        results_num(&res, KEY("worst_class_acc"), worst_acc);
-        fprintf(table, "%s,%s,%d,%.4f,%.4f,%d,%.4f,%d,%.3f,%.3f,%.4f,%s,%.4f\n", id, RUNS[r].title,
-                R->n_ep, last->val_acc, R->ep[best].val_acc, best + 1, last->val_loss, reductions,
-                seconds / R->n_ep, total, class_acc_sum / classes, class_name[worst], worst_acc);
-
-        // The epochs as one gnuplot block (index r), titled by its header line.
-        fprintf(curves, "# %s: %s\n\"%s\" train_loss val_loss val_acc lr seconds\n", id,
+        const Run *R = &run[r];
+        char *key = xasprintf("%s_present", RUNS[r].id);
+        results_int(res, key, R->present);
+        free(key);
+        if (!R->present) continue;
+        summarize_run(r, results_dir, root ? root : jstr(R, "root"), figures, font, res, table);
+        // The epochs as one gnuplot block, titled by its header line.
+        fprintf(curves, "# %s: %s\n\"%s\" train_loss val_loss val_acc lr seconds\n", RUNS[r].id,
                 RUNS[r].name, RUNS[r].title);
         for (int e = 0; e < R->n_ep; e++)
             fprintf(curves, "%g %.9g %.9g %.9g %.9g %.3f\n", R->ep[e].epoch, R->ep[e].train_loss,
                     R->ep[e].val_loss, R->ep[e].val_acc, R->ep[e].lr, R->ep[e].seconds);
         fprintf(curves, "\n\n");
-
-        // The confusion matrix over the classes used: counts (csv) and row fractions (dat).
+        // The confusion matrix over the classes used: counts (csv), row fractions (dat).
         for (int frac = 0; frac < 2; frac++) {
-            char *path = xasprintf("%s/06-comparison.confusion-%s.%s", results_dir, id,
+            char *path = xasprintf("%s/06-comparison.confusion-%s.%s", results_dir, RUNS[r].id,
                                    frac ? "dat" : "csv");
             AtomicFile af;
             FILE *f = afile_open(&af, path, err, sizeof err);
@@ -309,23 +301,40 @@ int main(int argc, char **argv) {
             if (afile_commit(&af, err, sizeof err)) die("%s", err);
             free(path);
         }
-
-        char *png = xasprintf("%s/06-most-wrong-%s.png", figures, id);
-        const char *images = root ? root : jstr(R, "root");
-        int shown = draw_most_wrong(R, images, font, png);
-        results_str(&res, KEY("most_wrong_figure"), png);
-        results_int(&res, KEY("most_wrong_shown"), shown);
-        results_num(&res, KEY("most_wrong_top_prob"), shown ? R->pr[0].prob_pred : 0.0);
-        printf("%-9s %3d epochs  final val acc %.4f  best %.4f (epoch %d)  %.2f s/epoch  worst "
-               "class %s (%.3f)  -> %s\n", id, R->n_ep, last->val_acc, R->ep[best].val_acc,
-               best + 1, seconds / R->n_ep, class_name[worst], worst_acc, png);
-        free(png), free(k);
-#undef KEY
     }
     if (afile_commit(&table_af, err, sizeof err) || afile_commit(&curves_af, err, sizeof err))
         die("%s", err);
+    free(table_path), free(curves_path);
+}
 
-    // Per-class accuracy of every run, one column per run (the bars of the per-class figure).
+int main(int argc, char **argv) {
+    const char *results_dir = "results", *root = NULL, *figures = "figures";
+    const char *font_path = FIGURE_FONT_DEFAULT;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage(stdout), 0;
+        else if (!strcmp(argv[i], "--results") && i + 1 < argc) results_dir = argv[++i];
+        else if (!strcmp(argv[i], "--root") && i + 1 < argc) root = argv[++i];
+        else if (!strcmp(argv[i], "--figures") && i + 1 < argc) figures = argv[++i];
+        else if (!strcmp(argv[i], "--font") && i + 1 < argc) font_path = argv[++i];
+        else return usage(stderr), fprintf(stderr, "error: unknown argument '%s'\n", argv[i]), 2;
+    }
+    char err[1024];
+    Font *font = font_load(font_path, err, sizeof err);
+    if (!font) die("%s", err);
+
+    // step 1: the runs that exist, and their confusion matrices
+    int n_present = load_runs(results_dir);
+    int used[K] = {0}; // classes that occur as a label or a prediction in some run
+    count_confusion(used);
+    for (int c = 0; c < K; c++)
+        if (used[c] && !class_name[c][0]) snprintf(class_name[c], sizeof class_name[0], "class %d", c + 1);
+
+    // step 2: per run, its summary, epochs, confusion matrix and most confidently wrong images
+    Results res;
+    results_init(&res);
+    compare_runs(used, results_dir, root, figures, font, &res);
+
+    // step 3, side by side: the accuracy of every class in each run (the per-class figure's bars)
     char *pc_path = xasprintf("%s/06-comparison.per-class.csv", results_dir);
     AtomicFile pc_af;
     FILE *pc = afile_open(&pc_af, pc_path, err, sizeof err);
@@ -365,22 +374,27 @@ int main(int argc, char **argv) {
         results_num(&res, "bntrain_over_extract_seconds_total", bn->seconds_total / fx->seconds_total);
     }
     // endregion
+    char present_list[64] = "", missing_list[64] = "";
+    int pretrained = 1; // 0 if any run used other weights
+    for (int r = 0; r < NRUNS; r++) {
+        char *list = run[r].present ? present_list : missing_list;
+        snprintf(list + strlen(list), 32, "%s%s", list[0] ? " " : "", RUNS[r].id);
+        if (run[r].present) pretrained &= run[r].weights_pretrained == 1;
+    }
     results_int(&res, "runs", n_present);
     results_str(&res, "runs_present", present_list);
     results_str(&res, "runs_missing", missing_list[0] ? missing_list : "none");
-    results_int(&res, "weights_pretrained", pretrained); // 0 if any run used other weights
+    results_int(&res, "weights_pretrained", pretrained);
     results_int(&res, "classes", classes);
     results_int(&res, "val_images", val_images);
     char *json = xasprintf("%s/06-comparison.json", results_dir);
     if (results_write(&res, json, err, sizeof err)) die("%s", err);
-    printf("wrote %s, %s, %s, %s and the confusion matrices\n", json, table_path, curves_path, pc_path);
-
+    printf("wrote %s, %s/06-comparison.csv, %s/06-comparison.curves.dat, %s and the confusion "
+           "matrices\n", json, results_dir, results_dir, pc_path);
     for (int r = 0; r < NRUNS; r++) {
         free(run[r].ep), free(run[r].pr);
         if (run[r].present) flatjson_free(&run[r].json);
     }
-    results_free(&res);
-    free(json), free(table_path), free(curves_path), free(pc_path);
-    font_free(font);
+    results_free(&res), font_free(font), free(json), free(pc_path);
     return 0;
 }

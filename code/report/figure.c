@@ -178,3 +178,36 @@ void draw_text_centered(Image *c, const Font *f, const char *s, int cx, int y, f
     }
     draw_text(c, f, s, cx - w / 2, y, px, r, g, b);
 }
+
+// ----------------------------------------------------------------------------
+// a grid of captioned pictures
+
+int figure_grid(const char *path, const Font *font, const FigurePanel *p, int n, int cols,
+                int panel_w, int panel_h, int title_h, const char *empty, const char *hint,
+                char *err, size_t errlen) {
+    Image fig;
+    canvas_new(&fig, cols * panel_w, n ? (n + cols - 1) / cols * panel_h : 60, 255, 255, 255);
+    for (int i = 0; i < n; i++) {
+        int x = (i % cols) * panel_w, y = (i / cols) * panel_h;
+        int bw = panel_w - 16, bh = panel_h - title_h - 8; // the picture's box
+        char msg[1024];
+        Image img;
+        if (image_load(p[i].file, &img, msg, sizeof msg) == 0) {
+            canvas_blit_fit(&fig, &img, x + 8, y + title_h, bw, bh);
+            image_free(&img);
+        } else {
+            warn("%s (its panel stays grey; %s)", msg, hint);
+            canvas_fill(&fig, x + 8, y + title_h, bw, bh, 200, 200, 200);
+        }
+        if (p[i].title)
+            draw_text_centered(&fig, font, p[i].title, x + panel_w / 2, y + 6, 19.0f, panel_w - 8,
+                               0, 0, 0);
+        if (p[i].subtitle)
+            draw_text_centered(&fig, font, p[i].subtitle, x + panel_w / 2, y + 31, 19.0f,
+                               panel_w - 8, 178, 24, 24);
+    }
+    if (!n) draw_text_centered(&fig, font, empty, fig.w / 2, 16, 24.0f, fig.w - 20, 0, 0, 0);
+    int rc = image_write_png(path, &fig, err, errlen);
+    image_free(&fig);
+    return rc;
+}

@@ -34,4 +34,17 @@ void draw_text(Image *c, const Font *f, const char *s, int x, int y, float px, u
 void draw_text_centered(Image *c, const Font *f, const char *s, int cx, int y, float px, int max_w,
                         uint8_t r, uint8_t g, uint8_t b);
 
+// One panel of a grid of captioned pictures: an image file and two title lines above it (the
+// title in black, the subtitle in red; either may be NULL).
+typedef struct {
+    const char *file, *title, *subtitle;
+} FigurePanel;
+// Writes the PNG `path`: n panels of panel_w x panel_h pixels, `cols` to a row, each with its
+// titles (19 px) in a band title_h high above its picture scaled to fit. A picture that cannot be
+// read leaves its panel grey, with a warning that ends in `hint`; with n = 0, the one line
+// `empty`. Returns 0, or -1 with a message.
+int figure_grid(const char *path, const Font *font, const FigurePanel *p, int n, int cols,
+                int panel_w, int panel_h, int title_h, const char *empty, const char *hint,
+                char *err, size_t errlen);
+
 #endif // FIGURE_H
