@@ -107,6 +107,11 @@ typedef struct {
     NameList jpeg, png, gif, gray_jpeg, cmyk_jpeg, non_image;
 } ContentCounts;
 
+static void content_free(ContentCounts *c) {
+    NameList *l[] = {&c->jpeg, &c->png, &c->gif, &c->gray_jpeg, &c->cmyk_jpeg, &c->non_image};
+    for (size_t k = 0; k < sizeof l / sizeof l[0]; k++) free(l[k]->names);
+}
+
 // region: count-content
 // A file counts by what its bytes are, whatever its name says: `file` is its name in images/.
 static void count_content(ContentCounts *c, const char *file, const ImageInfo *info) {
@@ -152,6 +157,161 @@ static char **unreferenced_files(const char *root, const AllItems *all, int n, i
 }
 
 // ----------------------------------------------------------------------------
+// the steps of main
+
+// What decoding both splits found.
+typedef struct {
+    ImageSize *sizes; // (n) zero for an image that could not be decoded
+    int *ok;          // (n) 1: decoded
+    int bad[2];       // unreadable images in trainval, in test
+    char *bad_list;   // "name.jpg (reason); ..."
+    double seconds;
+    int threads;
+} Decoding;
+
+// region: decode-all
+// Decode every image of both splits on all cores. The loader hands back batches in order;
+// a file that cannot be decoded comes back flagged (ok = 0) with the reason.
+static Decoding decode_all(AllItems *all, int n, int threads) {
+    int batch = 64;
+    Loader *loader = loader_create(n, sizeof(ImageSize), batch, threads, 0, decode_one, all);
+    loader_start(loader, NULL, n);
+    Decoding d = {.sizes = xcalloc((size_t)n, sizeof(ImageSize)),
+                  .ok = xcalloc((size_t)n, sizeof(int)), .bad_list = xstrdup("")};
+    Progress progress;
+    progress_start(&progress, "decoding", "img", n);
+    double t0 = now_seconds();
+    Batch b;
+    for (int done = 0; loader_next(loader, &b); done += b.n) {
+        memcpy(d.sizes + done, b.data, (size_t)b.n * sizeof(ImageSize));
+        for (int k = 0; k < b.n; k++) {
+            d.ok[done + k] = b.ok[k];
+            if (b.ok[k]) continue;
+            const PetItem *it = item_at(all, b.index[k]);
+            d.bad[b.index[k] >= all->split[0]->n]++;
+            fprintf(stderr, "\nunreadable: %s\n", b.errors[k]);
+            char *l = xasprintf("%s%s%s.jpg (%s)", d.bad_list, *d.bad_list ? "; " : "", it->name,
+                                b.errors[k]);
+            free(d.bad_list);
+            d.bad_list = l;
+        }
+        progress_update(&progress, done + b.n);
+    }
+    d.seconds = now_seconds() - t0;
+    progress_finish(&progress);
+    d.threads = loader_threads(loader);
+    loader_destroy(loader);
+    return d;
+}
+// endregion
+
+// Image sizes of the decodable images.
+typedef struct {
+    int wmin, wmax, hmin, hmax, good; // good: images decoded
+    double wmean, hmean;
+} Sizes;
+
+static Sizes size_stats(const ImageSize *sizes, int n) {
+    Sizes z = {.wmin = 1 << 30, .hmin = 1 << 30};
+    double wsum = 0, hsum = 0;
+    for (int i = 0; i < n; i++) {
+        if (sizes[i].w == 0) continue;
+        z.good++;
+        wsum += sizes[i].w, hsum += sizes[i].h;
+        if (sizes[i].w < z.wmin) z.wmin = sizes[i].w;
+        if (sizes[i].w > z.wmax) z.wmax = sizes[i].w;
+        if (sizes[i].h < z.hmin) z.hmin = sizes[i].h;
+        if (sizes[i].h > z.hmax) z.hmax = sizes[i].h;
+    }
+    if (!z.good) z.wmin = z.hmin = 0;
+    z.wmean = z.good ? wsum / z.good : 0, z.hmean = z.good ? hsum / z.good : 0;
+    return z;
+}
+
+// region: count-classes
+// Images per breed in each split: printed, written to the CSV `cf` and recorded in `res`. Class
+// ids need not be contiguous: a subset of the dataset keeps the ids of the full one (1, 2 and 6
+// in the 3-breed set of the tests). Returns the ids ("1 2 6"), and their number in *classes.
+static char *count_classes(const PetSplit *trainval, const PetSplit *test, FILE *cf,
+                           Results *res, int *classes) {
+    fprintf(cf, "class_id,breed,species,trainval,test\n");
+    printf("\n%-4s %-28s %-8s %8s %8s\n", "id", "breed", "species", "trainval", "test");
+    *classes = 0;
+    char *ids = xstrdup("");
+    for (int c = 0; c < PETS_NUM_CLASSES; c++) {
+        if (!trainval->class_count[c] && !test->class_count[c]) continue;
+        const PetSplit *s = trainval->class_count[c] ? trainval : test;
+        const char *name = pets_class_name(s, c), *species = "";
+        for (int i = 0; i < s->n; i++)
+            if (s->items[i].label == c) species = s->items[i].species == 1 ? "cat" : "dog";
+        printf("%-4d %-28s %-8s %8d %8d\n", c + 1, name, species, trainval->class_count[c],
+               test->class_count[c]);
+        fprintf(cf, "%d,%s,%s,%d,%d\n", c + 1, name, species, trainval->class_count[c],
+                test->class_count[c]);
+        char key[64];
+        snprintf(key, sizeof key, "class_%d_name", c + 1);
+        results_str(res, key, name);
+        snprintf(key, sizeof key, "class_%d_trainval", c + 1);
+        results_int(res, key, trainval->class_count[c]);
+        snprintf(key, sizeof key, "class_%d_test", c + 1);
+        results_int(res, key, test->class_count[c]);
+        char *l = xasprintf("%s%s%d", ids, *classes ? " " : "", c + 1);
+        free(ids);
+        ids = l;
+        (*classes)++;
+    }
+    return ids;
+}
+// endregion
+
+// What the files of images/ are, by content: the split images (as decoded; those that failed
+// are probed again here, a missing one is not in images/) and the files no split uses, which
+// also go to `unlisted`. Returns the number of those.
+static int count_files(const char *root, const AllItems *all, int n, const Decoding *d,
+                       ContentCounts *content, NameList *unlisted) {
+    int n_extra;
+    char **extra = unreferenced_files(root, all, n, &n_extra);
+    for (int i = 0; i < n; i++) {
+        char *file = xasprintf("%s.jpg", item_at(all, i)->name);
+        ImageInfo info = d->sizes[i].info;
+        if (d->ok[i] || probe_path(item_at(all, i)->path, &info) == 0)
+            count_content(content, file, &info);
+        free(file);
+    }
+    for (int i = 0; i < n_extra; i++) {
+        char *path = xasprintf("%s/images/%s", root, extra[i]);
+        ImageInfo info;
+        if (probe_path(path, &info) == 0) count_content(content, extra[i], &info);
+        list_add(unlisted, extra[i]);
+        free(path), free(extra[i]);
+    }
+    free(extra);
+    return n_extra;
+}
+
+// The files of images/ by content (listed in a split or not), with the names of the odd ones.
+static void record_content(Results *res, const ContentCounts *content) {
+    struct {
+        const char *count_key, *list_key;
+        const NameList *l;
+    } kinds[] = {
+        {"jpeg_files", NULL, &content->jpeg}, // the plain JPEGs are not worth listing
+        {"png_files", "png_list", &content->png},
+        {"gif_files", "gif_list", &content->gif},
+        {"grayscale_jpegs", "grayscale_list", &content->gray_jpeg},
+        {"cmyk_jpegs", "cmyk_list", &content->cmyk_jpeg},
+        {"non_image_files", "non_image_list", &content->non_image},
+    };
+    results_int(res, "image_folder_files", content->jpeg.count + content->png.count +
+                                               content->gif.count + content->non_image.count);
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        results_int(res, kinds[k].count_key, kinds[k].l->count);
+        if (!kinds[k].list_key) continue;
+        char *l = list_str(kinds[k].l);
+        results_str(res, kinds[k].list_key, l);
+        free(l);
+    }
+}
 
 int main(int argc, char **argv) {
     const char *root = "data/oxford-iiit-pet", *results_dir = "results";
@@ -175,181 +335,64 @@ int main(int argc, char **argv) {
     printf("dataset root: %s\n", root);
     printf("trainval: %d images, test: %d images\n", trainval.n, test.n);
 
-    // region: decode-all
-    // Decode every image of both splits on all cores. The loader hands back batches in order;
-    // a file that cannot be decoded comes back flagged (ok = 0) with the reason.
+    // Decode every image; count the breeds; count the files of images/ by content.
     AllItems all = {{&trainval, &test}};
-    int n = trainval.n + test.n, batch = 64;
-    Loader *loader = loader_create(n, sizeof(ImageSize), batch, threads, 0, decode_one, &all);
-    loader_start(loader, NULL, n);
-    ImageSize *sizes = xcalloc((size_t)n, sizeof(ImageSize));
-    int *ok = xcalloc((size_t)n, sizeof(int));
-    int bad[2] = {0, 0};
-    char *bad_list = xstrdup("");
-    Progress progress;
-    progress_start(&progress, "decoding", "img", n);
-    double t0 = now_seconds();
-    Batch b;
-    for (int done = 0; loader_next(loader, &b); done += b.n) {
-        memcpy(sizes + done, b.data, (size_t)b.n * sizeof(ImageSize));
-        for (int k = 0; k < b.n; k++) {
-            ok[done + k] = b.ok[k];
-            if (b.ok[k]) continue;
-            const PetItem *it = item_at(&all, b.index[k]);
-            bad[b.index[k] >= trainval.n]++;
-            fprintf(stderr, "\nunreadable: %s\n", b.errors[k]);
-            char *l = xasprintf("%s%s%s.jpg (%s)", bad_list, *bad_list ? "; " : "", it->name,
-                                b.errors[k]);
-            free(bad_list);
-            bad_list = l;
-        }
-        progress_update(&progress, done + b.n);
-    }
-    double seconds = now_seconds() - t0;
-    progress_finish(&progress);
-    int nthreads = loader_threads(loader);
-    loader_destroy(loader);
-    // endregion
-
-    // Image sizes of the decodable images.
-    int wmin = 1 << 30, wmax = 0, hmin = 1 << 30, hmax = 0, good = 0;
-    double wsum = 0, hsum = 0;
-    for (int i = 0; i < n; i++) {
-        if (sizes[i].w == 0) continue;
-        good++;
-        wsum += sizes[i].w, hsum += sizes[i].h;
-        if (sizes[i].w < wmin) wmin = sizes[i].w;
-        if (sizes[i].w > wmax) wmax = sizes[i].w;
-        if (sizes[i].h < hmin) hmin = sizes[i].h;
-        if (sizes[i].h > hmax) hmax = sizes[i].h;
-    }
-    if (!good) wmin = hmin = 0;
-
-    // region: count-classes
-    // Images per breed in each split. Class ids need not be contiguous: a subset of the dataset
-    // keeps the ids of the full one (1, 2 and 6 in the 3-breed set of the tests).
+    int n = trainval.n + test.n, classes;
+    Decoding dec = decode_all(&all, n, threads);
+    Sizes size = size_stats(dec.sizes, n);
     Results res;
     results_init(&res);
     AtomicFile csv;
     char *csv_path = xasprintf("%s/01-data-loading.csv", results_dir);
     FILE *cf = afile_open(&csv, csv_path, err, sizeof err);
     if (!cf) die("%s", err);
-    fprintf(cf, "class_id,breed,species,trainval,test\n");
-    printf("\n%-4s %-28s %-8s %8s %8s\n", "id", "breed", "species", "trainval", "test");
-    int classes = 0;
-    char *ids = xstrdup("");
-    for (int c = 0; c < PETS_NUM_CLASSES; c++) {
-        if (!trainval.class_count[c] && !test.class_count[c]) continue;
-        const PetSplit *s = trainval.class_count[c] ? &trainval : &test;
-        const char *name = pets_class_name(s, c), *species = "";
-        for (int i = 0; i < s->n; i++)
-            if (s->items[i].label == c) species = s->items[i].species == 1 ? "cat" : "dog";
-        printf("%-4d %-28s %-8s %8d %8d\n", c + 1, name, species, trainval.class_count[c],
-               test.class_count[c]);
-        fprintf(cf, "%d,%s,%s,%d,%d\n", c + 1, name, species, trainval.class_count[c],
-                test.class_count[c]);
-        char key[64];
-        snprintf(key, sizeof key, "class_%d_name", c + 1);
-        results_str(&res, key, name);
-        snprintf(key, sizeof key, "class_%d_trainval", c + 1);
-        results_int(&res, key, trainval.class_count[c]);
-        snprintf(key, sizeof key, "class_%d_test", c + 1);
-        results_int(&res, key, test.class_count[c]);
-        char *l = xasprintf("%s%s%d", ids, classes ? " " : "", c + 1);
-        free(ids);
-        ids = l;
-        classes++;
-    }
-    // endregion
-
-    // What the files of images/ are, by content: the split images (as decoded above; those that
-    // failed are probed again here, a missing one is not in images/) and the files no split uses.
+    char *ids = count_classes(&trainval, &test, cf, &res, &classes);
     ContentCounts content = {0};
     NameList unlisted = {0};
-    int n_extra;
-    char **extra = unreferenced_files(root, &all, n, &n_extra);
-    for (int i = 0; i < n; i++) {
-        char *file = xasprintf("%s.jpg", item_at(&all, i)->name);
-        ImageInfo info = sizes[i].info;
-        if (ok[i] || probe_path(item_at(&all, i)->path, &info) == 0)
-            count_content(&content, file, &info);
-        free(file);
-    }
-    for (int i = 0; i < n_extra; i++) {
-        char *path = xasprintf("%s/images/%s", root, extra[i]);
-        ImageInfo info;
-        if (probe_path(path, &info) == 0) count_content(&content, extra[i], &info);
-        list_add(&unlisted, extra[i]);
-        free(path), free(extra[i]);
-    }
-    free(extra);
-    int files = content.jpeg.count + content.png.count + content.gif.count +
-                content.non_image.count;
+    int n_extra = count_files(root, &all, n, &dec, &content, &unlisted);
+
+    // The report: on the terminal, then every number in the JSON file.
+    double per_second = n / (dec.seconds > 0 ? dec.seconds : 1e-9);
     printf("\n%d classes; %d of %d images decoded in %.2f s (%.0f images/s, %d threads)\n", classes,
-           n - bad[0] - bad[1], n, seconds, n / (seconds > 0 ? seconds : 1e-9), nthreads);
-    printf("unreadable: %d in trainval, %d in test%s%s\n", bad[0], bad[1], *bad_list ? ": " : "",
-           bad_list);
+           n - dec.bad[0] - dec.bad[1], n, dec.seconds, per_second, dec.threads);
+    printf("unreadable: %d in trainval, %d in test%s%s\n", dec.bad[0], dec.bad[1],
+           *dec.bad_list ? ": " : "", dec.bad_list);
     char *unlisted_str = list_str(&unlisted);
     printf("files in images/ used by no split: %d%s%s\n", n_extra, n_extra ? ": " : "",
            n_extra ? unlisted_str : "");
     printf("files in images/ by content: %d JPEG (%d grayscale, %d CMYK), %d PNG, %d GIF, "
            "%d not images\n", content.jpeg.count, content.gray_jpeg.count, content.cmyk_jpeg.count,
            content.png.count, content.gif.count, content.non_image.count);
-
     results_str(&res, "root", root);
     results_int(&res, "trainval_images", trainval.n);
     results_int(&res, "test_images", test.n);
     results_int(&res, "total_images", n);
     results_int(&res, "num_classes", classes);
     results_str(&res, "class_ids", ids);
-    results_int(&res, "trainval_unreadable", bad[0]);
-    results_int(&res, "test_unreadable", bad[1]);
-    results_int(&res, "unreadable", bad[0] + bad[1]);
-    results_str(&res, "unreadable_files", *bad_list ? bad_list : "none");
-    results_int(&res, "decoded_images", good);
+    results_int(&res, "trainval_unreadable", dec.bad[0]);
+    results_int(&res, "test_unreadable", dec.bad[1]);
+    results_int(&res, "unreadable", dec.bad[0] + dec.bad[1]);
+    results_str(&res, "unreadable_files", *dec.bad_list ? dec.bad_list : "none");
+    results_int(&res, "decoded_images", size.good);
     results_int(&res, "unreferenced_files", n_extra);
     results_str(&res, "unreferenced_list", unlisted_str);
-    // files of images/ by content (listed in a split or not), with the names of the odd ones
-    struct {
-        const char *count_key, *list_key;
-        NameList *l;
-    } kinds[] = {
-        {"jpeg_files", NULL, &content.jpeg}, // the plain JPEGs are not worth listing
-        {"png_files", "png_list", &content.png},
-        {"gif_files", "gif_list", &content.gif},
-        {"grayscale_jpegs", "grayscale_list", &content.gray_jpeg},
-        {"cmyk_jpegs", "cmyk_list", &content.cmyk_jpeg},
-        {"non_image_files", "non_image_list", &content.non_image},
-    };
-    results_int(&res, "image_folder_files", files);
-    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
-        results_int(&res, kinds[k].count_key, kinds[k].l->count);
-        if (!kinds[k].list_key) continue;
-        char *l = list_str(kinds[k].l);
-        results_str(&res, kinds[k].list_key, l);
-        free(l);
-    }
-    results_int(&res, "width_min", wmin);
-    results_int(&res, "width_max", wmax);
-    results_num(&res, "width_mean", good ? wsum / good : 0);
-    results_int(&res, "height_min", hmin);
-    results_int(&res, "height_max", hmax);
-    results_num(&res, "height_mean", good ? hsum / good : 0);
-    results_num(&res, "seconds", seconds);
-    results_num(&res, "images_per_second", n / (seconds > 0 ? seconds : 1e-9));
-    results_int(&res, "threads", nthreads);
+    record_content(&res, &content);
+    results_int(&res, "width_min", size.wmin);
+    results_int(&res, "width_max", size.wmax);
+    results_num(&res, "width_mean", size.wmean);
+    results_int(&res, "height_min", size.hmin);
+    results_int(&res, "height_max", size.hmax);
+    results_num(&res, "height_mean", size.hmean);
+    results_num(&res, "seconds", dec.seconds);
+    results_num(&res, "images_per_second", per_second);
+    results_int(&res, "threads", dec.threads);
     char *json_path = xasprintf("%s/01-data-loading.json", results_dir);
     if (afile_commit(&csv, err, sizeof err) || results_write(&res, json_path, err, sizeof err))
         die("%s", err);
     printf("wrote %s and %s\n", json_path, csv_path);
 
-    results_free(&res);
-    free(json_path), free(csv_path), free(ids), free(unlisted_str), free(bad_list), free(sizes);
-    free(ok), free(unlisted.names);
-    NameList *lists[] = {&content.jpeg,      &content.png,       &content.gif,
-                         &content.gray_jpeg, &content.cmyk_jpeg, &content.non_image};
-    for (size_t k = 0; k < sizeof lists / sizeof lists[0]; k++) free(lists[k]->names);
-    pets_free(&trainval);
-    pets_free(&test);
+    results_free(&res), content_free(&content), pets_free(&trainval), pets_free(&test);
+    free(json_path), free(csv_path), free(ids), free(unlisted_str), free(dec.bad_list);
+    free(dec.sizes), free(dec.ok), free(unlisted.names);
     return 0;
 }
