@@ -148,6 +148,146 @@ static uint8_t show(float v) {
     return (uint8_t)(u < 0 ? 0 : u > 255 ? 255 : u);
 }
 
+// ----------------------------------------------------------------------------
+// the steps of main
+
+// region: dump
+// --dump: one image's tensor, for comparisons with other tools.
+static int dump_image(const char *image_path, const char *dump) {
+    if (!image_path) die("--dump needs --image PATH");
+    char err[1024];
+    float *chw = xmalloc(PREP_FLOATS * sizeof(float)); // (3, 224, 224)
+    Image img;
+    if (image_load(image_path, &img, err, sizeof err)) die("%s", err);
+    if (preprocess_image(&img, chw)) die("%s: preprocessing failed", image_path);
+    if (dump_tensor(dump, chw, err, sizeof err)) die("%s", err);
+    printf("wrote %s: (3, 224, 224) float32 little-endian, from %s (%dx%d)\n", dump, image_path,
+           img.w, img.h);
+    image_free(&img);
+    free(chw);
+    return 0;
+}
+// endregion
+
+// The figure: original | resized + cropped | normalised (chw), each under a two-line title.
+static void draw_steps(Image *fig, const Font *font, const Image *orig, const Image *resized,
+                       const Image *crop, const float *chw) {
+    const int pw = 320, ph = 330, top = 62;
+    Image norm = {PREP_CROP, PREP_CROP, xmalloc(PREP_FLOATS)};
+    for (int i = 0; i < PREP_CROP * PREP_CROP; i++)
+        for (int c = 0; c < 3; c++) norm.rgb[3 * i + c] = show(chw[c * PREP_CROP * PREP_CROP + i]);
+    canvas_new(fig, 3 * pw, ph, 255, 255, 255);
+    char line[3][2][128];
+    snprintf(line[0][0], 128, "original");
+    snprintf(line[0][1], 128, "%d x %d pixels", orig->w, orig->h);
+    snprintf(line[1][0], 128, "resized to %d x %d, center crop", resized->w, resized->h);
+    snprintf(line[1][1], 128, "%d x %d, uint8 (true size)", PREP_CROP, PREP_CROP);
+    snprintf(line[2][0], 128, "normalized (x/255 - mean) / std");
+    snprintf(line[2][1], 128, "values -2.5..2.5 shown as 0..255");
+    if (canvas_blit_fit(fig, orig, 10, top, pw - 20, ph - top - 10)) die("figure: resize failed");
+    canvas_blit(fig, crop, pw + (pw - PREP_CROP) / 2, top + (ph - top - PREP_CROP) / 2);
+    canvas_blit(fig, &norm, 2 * pw + (pw - PREP_CROP) / 2, top + (ph - top - PREP_CROP) / 2);
+    for (int p = 0; p < 3; p++) {
+        draw_text_centered(fig, font, line[p][0], p * pw + pw / 2, 8, 18.0f, pw - 8, 0, 0, 0);
+        draw_text_centered(fig, font, line[p][1], p * pw + pw / 2, 32, 15.0f, pw - 8, 80, 80, 80);
+    }
+    free(norm.rgb);
+}
+
+// Sums over the crops of the statistics pass, per channel.
+typedef struct {
+    int n, used, unreadable, threads; // n: images asked for; used: those preprocessed
+    double sum[3], sq[3];             // of the pixels scaled to 0..1, and of their squares
+    double nsum[3], nsq[3];           // of the normalised values, and of their squares
+    double seconds;
+} ChannelSums;
+
+// region: channel-stats
+// Per-channel mean and std over the split, of the pixels scaled to 0..1 and of the normalised
+// tensor: normalisation moves each channel to roughly mean 0 and std 1, as on ImageNet.
+static ChannelSums channel_sums(PetSplit *split, int samples, int threads) {
+    ChannelSums s = {.n = samples > 0 && samples < split->n ? samples : split->n};
+    int *order = xmalloc((size_t)s.n * sizeof(int));
+    for (int i = 0; i < s.n; i++) order[i] = (int)((long)i * split->n / s.n);
+    Loader *loader = loader_create(split->n, PREP_CROP * PREP_CROP * 3, 16, threads, 0, load_crop,
+                                   split);
+    loader_start(loader, order, s.n);
+    float *chw = xmalloc(PREP_FLOATS * sizeof(float)); // (3, 224, 224)
+    Progress progress;
+    progress_start(&progress, "preprocessing", "img", s.n);
+    double t0 = now_seconds();
+    Batch b;
+    for (int done = 0; loader_next(loader, &b); done += b.n, progress_update(&progress, done)) {
+        for (int k = 0; k < b.n; k++) {
+            if (!b.ok[k]) {
+                warn("%s", b.errors[k]);
+                s.unreadable++;
+                continue;
+            }
+            const uint8_t *hwc = (const uint8_t *)b.data + (size_t)k * PREP_CROP * PREP_CROP * 3;
+            normalize_chw(hwc, chw);
+            for (int c = 0; c < 3; c++)
+                for (int i = 0; i < PREP_CROP * PREP_CROP; i++) {
+                    double x = hwc[3 * i + c] / 255.0, v = chw[c * PREP_CROP * PREP_CROP + i];
+                    s.sum[c] += x, s.sq[c] += x * x, s.nsum[c] += v, s.nsq[c] += v * v;
+                }
+            s.used++;
+        }
+    }
+    s.seconds = now_seconds() - t0;
+    progress_finish(&progress);
+    s.threads = loader_threads(loader);
+    loader_destroy(loader);
+    free(order), free(chw);
+    return s;
+}
+// endregion
+
+// The means and standard deviations of the channels, printed and recorded.
+static void record_channel_stats(Results *res, const ChannelSums *s) {
+    double count = (double)s->used * PREP_CROP * PREP_CROP;
+    const char *ch[3] = {"r", "g", "b"};
+    printf("%d images (%d unreadable), %.2f s; per channel over the crops:\n", s->used,
+           s->unreadable, s->seconds);
+    for (int c = 0; c < 3; c++) {
+        double m = s->sum[c] / count, sd = sqrt(fmax(s->sq[c] / count - m * m, 0));
+        double nm = s->nsum[c] / count, ns = sqrt(fmax(s->nsq[c] / count - nm * nm, 0));
+        printf("  %s: pixels mean %.4f std %.4f (ImageNet %.3f, %.3f) -> normalized mean %.4f "
+               "std %.4f\n", ch[c], m, sd, PREP_MEAN[c], PREP_STD[c], nm, ns);
+        char key[64];
+        snprintf(key, sizeof key, "pixel_mean_%s", ch[c]), results_num(res, key, m);
+        snprintf(key, sizeof key, "pixel_std_%s", ch[c]), results_num(res, key, sd);
+        snprintf(key, sizeof key, "norm_mean_%s", ch[c]), results_num(res, key, nm);
+        snprintf(key, sizeof key, "norm_std_%s", ch[c]), results_num(res, key, ns);
+        snprintf(key, sizeof key, "imagenet_mean_%s", ch[c]), results_num(res, key, round(PREP_MEAN[c] * 1e6) / 1e6);
+        snprintf(key, sizeof key, "imagenet_std_%s", ch[c]), results_num(res, key, round(PREP_STD[c] * 1e6) / 1e6);
+    }
+}
+
+// --compare: the differences from torchvision, per format of the source file, and whether they
+// are within the limits the tests hold them to.
+static void record_compare(Results *res, const Diff diff[3]) {
+    const char *fmt[3] = {"jpeg", "png", "gif"};
+    for (int f = 0; f < 3; f++) {
+        char key[64];
+        snprintf(key, sizeof key, "tv_%s_images", fmt[f]), results_int(res, key, diff[f].n);
+        snprintf(key, sizeof key, "tv_%s_max_abs_diff", fmt[f]);
+        results_num(res, key, diff[f].max);
+        snprintf(key, sizeof key, "tv_%s_mean_abs_diff", fmt[f]);
+        results_num(res, key, diff[f].n ? diff[f].sum / diff[f].n : 0);
+        snprintf(key, sizeof key, "tv_%s_max_levels", fmt[f]);
+        results_int(res, key, diff[f].levels);
+    }
+    results_int(res, "tv_images", diff[0].n + diff[1].n + diff[2].n);
+    int within = diff[0].max < PREP_TV_JPEG_MAX_LIMIT &&
+                 (diff[0].n ? diff[0].sum / diff[0].n : 0) < PREP_TV_JPEG_MEAN_LIMIT &&
+                 diff[1].max < PREP_TV_EXACT_LIMIT && diff[2].max < PREP_TV_EXACT_LIMIT;
+    if (!within) warn("the tensors differ from torchvision's by more than the limits "
+                      "(%g for PNG and GIF; %g max, %g mean for JPEG)", PREP_TV_EXACT_LIMIT,
+                      PREP_TV_JPEG_MAX_LIMIT, PREP_TV_JPEG_MEAN_LIMIT);
+    results_int(res, "tv_within_limits", within);
+}
+
 int main(int argc, char **argv) {
     const char *root = "data/oxford-iiit-pet", *results_dir = "results";
     const char *out = "figures/preprocessing.png", *image_path = NULL, *dump = NULL;
@@ -166,24 +306,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--compare") && i + 1 < argc) compare = argv[++i];
         else return usage(stderr), fprintf(stderr, "error: unknown argument '%s'\n", argv[i]), 2;
     }
+    if (dump) return dump_image(image_path, dump);
     char err[1024];
-    float *chw = xmalloc(PREP_FLOATS * sizeof(float)); // (3, 224, 224)
-
-    // region: dump
-    if (dump) { // one image's tensor, for comparisons with other tools
-        if (!image_path) die("--dump needs --image PATH");
-        Image img;
-        if (image_load(image_path, &img, err, sizeof err)) die("%s", err);
-        if (preprocess_image(&img, chw)) die("%s: preprocessing failed", image_path);
-        if (dump_tensor(dump, chw, err, sizeof err)) die("%s", err);
-        printf("wrote %s: (3, 224, 224) float32 little-endian, from %s (%dx%d)\n", dump, image_path,
-               img.w, img.h);
-        image_free(&img);
-        free(chw);
-        return 0;
-    }
-    // endregion
-
     PetSplit split;
     if (pets_open(root, "trainval", &split, err, sizeof err)) die("%s", err);
     Font *font = font_load(font_path, err, sizeof err);
@@ -194,6 +318,7 @@ int main(int argc, char **argv) {
 
     // region: steps
     // The four steps on one image, kept apart so that the figure can show each.
+    float *chw = xmalloc(PREP_FLOATS * sizeof(float)); // (3, 224, 224)
     Image orig, resized, crop;
     if (image_load(image_path, &orig, err, sizeof err)) die("%s", err);
     if (resize_shorter_side(&orig, PREP_RESIZE, &resized)) die("%s: resize failed", image_path);
@@ -208,115 +333,23 @@ int main(int argc, char **argv) {
         vmin = fminf(vmin, chw[i]), vmax = fmaxf(vmax, chw[i]);
     }
     if (maxdiff != 0) die("internal: the steps and preprocess_image differ by %g", maxdiff);
+    Image fig; // written at the end, with the results
+    draw_steps(&fig, font, &orig, &resized, &crop, chw);
 
-    // The figure: original | resized + cropped | normalised, each under a two-line title (written
-    // at the end, with the results).
-    const int pw = 320, ph = 330, top = 62;
-    Image fig, norm = {PREP_CROP, PREP_CROP, xmalloc(PREP_FLOATS)};
-    for (int i = 0; i < PREP_CROP * PREP_CROP; i++)
-        for (int c = 0; c < 3; c++) norm.rgb[3 * i + c] = show(chw[c * PREP_CROP * PREP_CROP + i]);
-    canvas_new(&fig, 3 * pw, ph, 255, 255, 255);
-    char line[3][2][128];
-    snprintf(line[0][0], 128, "original");
-    snprintf(line[0][1], 128, "%d x %d pixels", orig.w, orig.h);
-    snprintf(line[1][0], 128, "resized to %d x %d, center crop", resized.w, resized.h);
-    snprintf(line[1][1], 128, "%d x %d, uint8 (true size)", PREP_CROP, PREP_CROP);
-    snprintf(line[2][0], 128, "normalized (x/255 - mean) / std");
-    snprintf(line[2][1], 128, "values -2.5..2.5 shown as 0..255");
-    if (canvas_blit_fit(&fig, &orig, 10, top, pw - 20, ph - top - 10)) die("figure: resize failed");
-    canvas_blit(&fig, &crop, pw + (pw - PREP_CROP) / 2, top + (ph - top - PREP_CROP) / 2);
-    canvas_blit(&fig, &norm, 2 * pw + (pw - PREP_CROP) / 2, top + (ph - top - PREP_CROP) / 2);
-    for (int p = 0; p < 3; p++) {
-        draw_text_centered(&fig, font, line[p][0], p * pw + pw / 2, 8, 18.0f, pw - 8, 0, 0, 0);
-        draw_text_centered(&fig, font, line[p][1], p * pw + pw / 2, 32, 15.0f, pw - 8, 80, 80, 80);
-    }
-
-    // region: channel-stats
-    // Per-channel mean and std over the split, of the pixels scaled to 0..1 and of the normalised
-    // tensor: normalisation moves each channel to roughly mean 0 and std 1, as on ImageNet.
-    int n = samples > 0 && samples < split.n ? samples : split.n;
-    int *order = xmalloc((size_t)n * sizeof(int));
-    for (int i = 0; i < n; i++) order[i] = (int)((long)i * split.n / n);
-    Loader *loader = loader_create(split.n, PREP_CROP * PREP_CROP * 3, 16, threads, 0, load_crop,
-                                   &split);
-    loader_start(loader, order, n);
-    double sum[3] = {0}, sq[3] = {0}, nsum[3] = {0}, nsq[3] = {0};
-    int used = 0, unreadable = 0;
-    Progress progress;
-    progress_start(&progress, "preprocessing", "img", n);
-    double t0 = now_seconds();
-    Batch b;
-    for (int done = 0; loader_next(loader, &b); done += b.n, progress_update(&progress, done)) {
-        for (int k = 0; k < b.n; k++) {
-            if (!b.ok[k]) {
-                warn("%s", b.errors[k]);
-                unreadable++;
-                continue;
-            }
-            const uint8_t *hwc = (const uint8_t *)b.data + (size_t)k * PREP_CROP * PREP_CROP * 3;
-            normalize_chw(hwc, chw);
-            for (int c = 0; c < 3; c++)
-                for (int i = 0; i < PREP_CROP * PREP_CROP; i++) {
-                    double x = hwc[3 * i + c] / 255.0, v = chw[c * PREP_CROP * PREP_CROP + i];
-                    sum[c] += x, sq[c] += x * x, nsum[c] += v, nsq[c] += v * v;
-                }
-            used++;
-        }
-    }
-    double seconds = now_seconds() - t0;
-    progress_finish(&progress);
-    int nthreads = loader_threads(loader);
-    loader_destroy(loader);
-    // endregion
-    if (used == 0) die("none of the %d images could be preprocessed", n);
+    ChannelSums sums = channel_sums(&split, samples, threads);
+    if (sums.used == 0) die("none of the %d images could be preprocessed", sums.n);
 
     Results res;
     results_init(&res);
-    double count = (double)used * PREP_CROP * PREP_CROP;
-    const char *ch[3] = {"r", "g", "b"};
-    printf("%d images (%d unreadable), %.2f s; per channel over the crops:\n", used, unreadable,
-           seconds);
-    for (int c = 0; c < 3; c++) {
-        double m = sum[c] / count, s = sqrt(fmax(sq[c] / count - m * m, 0));
-        double nm = nsum[c] / count, ns = sqrt(fmax(nsq[c] / count - nm * nm, 0));
-        printf("  %s: pixels mean %.4f std %.4f (ImageNet %.3f, %.3f) -> normalized mean %.4f "
-               "std %.4f\n", ch[c], m, s, PREP_MEAN[c], PREP_STD[c], nm, ns);
-        char key[64];
-        snprintf(key, sizeof key, "pixel_mean_%s", ch[c]), results_num(&res, key, m);
-        snprintf(key, sizeof key, "pixel_std_%s", ch[c]), results_num(&res, key, s);
-        snprintf(key, sizeof key, "norm_mean_%s", ch[c]), results_num(&res, key, nm);
-        snprintf(key, sizeof key, "norm_std_%s", ch[c]), results_num(&res, key, ns);
-        snprintf(key, sizeof key, "imagenet_mean_%s", ch[c]), results_num(&res, key, round(PREP_MEAN[c] * 1e6) / 1e6);
-        snprintf(key, sizeof key, "imagenet_std_%s", ch[c]), results_num(&res, key, round(PREP_STD[c] * 1e6) / 1e6);
-    }
-    if (compare) { // differences from torchvision, per format of the source file
-        const char *fmt[3] = {"jpeg", "png", "gif"};
-        for (int f = 0; f < 3; f++) {
-            char key[64];
-            snprintf(key, sizeof key, "tv_%s_images", fmt[f]), results_int(&res, key, diff[f].n);
-            snprintf(key, sizeof key, "tv_%s_max_abs_diff", fmt[f]);
-            results_num(&res, key, diff[f].max);
-            snprintf(key, sizeof key, "tv_%s_mean_abs_diff", fmt[f]);
-            results_num(&res, key, diff[f].n ? diff[f].sum / diff[f].n : 0);
-            snprintf(key, sizeof key, "tv_%s_max_levels", fmt[f]);
-            results_int(&res, key, diff[f].levels);
-        }
-        results_int(&res, "tv_images", diff[0].n + diff[1].n + diff[2].n);
-        int within = diff[0].max < PREP_TV_JPEG_MAX_LIMIT &&
-                     (diff[0].n ? diff[0].sum / diff[0].n : 0) < PREP_TV_JPEG_MEAN_LIMIT &&
-                     diff[1].max < PREP_TV_EXACT_LIMIT && diff[2].max < PREP_TV_EXACT_LIMIT;
-        if (!within) warn("the tensors differ from torchvision's by more than the limits "
-                          "(%g for PNG and GIF; %g max, %g mean for JPEG)", PREP_TV_EXACT_LIMIT,
-                          PREP_TV_JPEG_MAX_LIMIT, PREP_TV_JPEG_MEAN_LIMIT);
-        results_int(&res, "tv_within_limits", within);
-    }
+    record_channel_stats(&res, &sums);
+    if (compare) record_compare(&res, diff);
     results_num(&res, "tv_exact_limit", PREP_TV_EXACT_LIMIT);
     results_num(&res, "tv_jpeg_max_limit", PREP_TV_JPEG_MAX_LIMIT);
     results_num(&res, "tv_jpeg_mean_limit", PREP_TV_JPEG_MEAN_LIMIT);
     results_str(&res, "split", "trainval");
-    results_int(&res, "samples", n);
-    results_int(&res, "samples_used", used);
-    results_int(&res, "unreadable", unreadable);
+    results_int(&res, "samples", sums.n);
+    results_int(&res, "samples_used", sums.used);
+    results_int(&res, "unreadable", sums.unreadable);
     results_str(&res, "example_image", image_path);
     results_int(&res, "example_width", orig.w);
     results_int(&res, "example_height", orig.h);
@@ -327,9 +360,9 @@ int main(int argc, char **argv) {
     results_num(&res, "example_min", vmin);
     results_num(&res, "example_max", vmax);
     results_str(&res, "figure", out);
-    results_num(&res, "seconds", seconds);
-    results_num(&res, "images_per_second", n / (seconds > 0 ? seconds : 1e-9));
-    results_int(&res, "threads", nthreads);
+    results_num(&res, "seconds", sums.seconds);
+    results_num(&res, "images_per_second", sums.n / (sums.seconds > 0 ? sums.seconds : 1e-9));
+    results_int(&res, "threads", sums.threads);
     // The outputs, once everything has worked: the figure, then the numbers.
     char *json = xasprintf("%s/03-preprocessing.json", results_dir);
     if (image_write_png(out, &fig, err, sizeof err) || results_write(&res, json, err, sizeof err))
@@ -337,7 +370,7 @@ int main(int argc, char **argv) {
     printf("wrote %s and %s\n", out, json);
 
     results_free(&res);
-    free(json), free(order), free(whole), free(chw), free(norm.rgb);
+    free(json), free(whole), free(chw);
     image_free(&fig), image_free(&orig), image_free(&resized), image_free(&crop);
     font_free(font);
     pets_free(&split);
