@@ -204,7 +204,8 @@ typedef struct {
 
 // region: channel-stats
 // Per-channel mean and std over the split, of the pixels scaled to 0..1 and of the normalised
-// tensor: normalisation moves each channel to roughly mean 0 and std 1, as on ImageNet.
+// tensor (summed here, divided out in record_channel_stats): normalisation moves each channel to
+// roughly mean 0 and std 1, as on ImageNet.
 static ChannelSums channel_sums(PetSplit *split, int samples, int threads) {
     ChannelSums s = {.n = samples > 0 && samples < split->n ? samples : split->n};
     int *order = xmalloc((size_t)s.n * sizeof(int));
