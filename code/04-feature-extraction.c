@@ -34,7 +34,8 @@ static const char ABOUT[] =
 // The frozen backbone in eval mode is a fixed function: an image's 512 pooled features never
 // change, so compute them once for the whole split and keep them on disk. The cache key covers
 // the weights file (SHA-256), the split (annotations, file names, sizes, dates), the
-// preprocessing version and the device's arithmetic.
+// preprocessing version and what computed the features (this build, stb_image, the backend's
+// kernel table, the precision); the file's checksum is verified whenever it is opened.
 static float *cached_features(Experiment *x, int s, uint8_t **ok_out) {
     const PetSplit *ds = s ? &x->val : &x->train;
     const size_t row = RESNET34_FEATURES * sizeof(float);

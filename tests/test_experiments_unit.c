@@ -3,7 +3,8 @@
 // - SHA-256 (code/core/sha256.c) against FIPS 180-4's example digests and a million 'a's, fed in
 //   pieces of every size from 1 to 130 bytes (block boundaries);
 // - the cache file format (code/experiment/experiment.c): a written cache opens again with its data; a
-//   different key, label, item count or a truncated file is refused (so the cache is rebuilt).
+//   different key, label, item count, a truncated file or one flipped byte in its labels, data or
+//   ok flags (caught by the checksum) is refused (so the cache is rebuilt).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +76,18 @@ static void test_cache(const char *dir) {
     uint8_t *buf = read_file(path, &size, 0, err, sizeof err);
     CHECK(buf != NULL, "read back");
     if (buf) {
+        // one flipped bit anywhere after the header (labels, data, ok flags): the checksum fails
+        const size_t at[3] = {128 + 4 * 3 + 1, 128 + 64 + 17, size - 2};
+        for (int k = 0; k < 3; k++) {
+            buf[at[k]] ^= 0x10;
+            CHECK(write_file_atomic(path, buf, size, err, sizeof err) == 0, "flip");
+            CHECK(cache_open(&c, path, CACHE_KIND_FEATURES, key, &ds, sb) != 0,
+                  "a cache with a flipped byte at %zu must be refused", at[k]);
+            buf[at[k]] ^= 0x10;
+        }
+        CHECK(write_file_atomic(path, buf, size, err, sizeof err) == 0, "restore");
+        CHECK(cache_open(&c, path, CACHE_KIND_FEATURES, key, &ds, sb) == 0, "restored cache opens");
+        cache_close(&c);
         CHECK(write_file_atomic(path, buf, size - 1, err, sizeof err) == 0, "truncate");
         CHECK(cache_open(&c, path, CACHE_KIND_FEATURES, key, &ds, sb) != 0, "a truncated cache must be refused");
         free(buf);

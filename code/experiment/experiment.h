@@ -6,8 +6,10 @@
 //   fc is kept, or a seeded random network), with clear errors for a missing weights file or a
 //   checkpoint with another number of classes;
 // - on-disk caches keyed on what their contents depend on (SHA-256 of the weights file, the split's
-//   annotation file, each image's name, label, size and mtime, the preprocessing version): the
-//   uint8 224x224 crops of every image, and the 512-d features of a frozen backbone;
+//   annotation file, each image's name, label, size and mtime, the preprocessing version) and on
+//   what computed them (the build, stb_image, the backend's kernel table with oneDNN's version,
+//   the precision): the uint8 224x224 crops of every image, and the 512-d features of a frozen
+//   backbone; each file carries a SHA-256 of its contents, checked on open;
 // - batch sources (decoded images, cached crops or cached features; in order or shuffled by
 //   loader_permutation(seed, epoch)) with failed images left out of every batch and reported;
 // - the per-epoch log line in the tutorial's format, the results (CSV, flat JSON, validation
@@ -28,6 +30,12 @@
 // Version of the preprocessing whose output the caches hold (preprocess.h). Bump it whenever
 // preprocess.c changes what it computes: every cache built before becomes stale and is rebuilt.
 #define EXP_PREP_VERSION 1
+
+// The identity of this build (build_id.c, generated at build time by build_id.cmake): a SHA-256
+// of the sources that compute what the caches hold, the compiler and its flags; and stb_image's
+// (the SHA-256 of stb_image.h and its Debian package version).
+extern const char PETS_BUILD_ID[];
+extern const char PETS_STB_ID[];
 
 // ----------------------------------------------------------------------------
 // command line
@@ -107,10 +115,14 @@ typedef struct {
 // The uint8 (224, 224, 3) center crops of every image of split s (0 train, 1 val), decoded once
 // on all cores. Shared by every chapter and variant (the key does not depend on weights).
 void exp_image_cache(Experiment *x, int s, Cache *c);
-// Opens the cache file `path` if it exists and matches key/kind/n; returns 0 on success.
+// Opens the cache file `path` if it exists, matches key/kind/n and its contents match their
+// checksum; returns 0 on success. A damaged file is reported (warning) and refused.
 int cache_open(Cache *c, const char *path, uint32_t kind, const char *key, const PetSplit *ds,
                size_t sample_bytes);
 void cache_close(Cache *c);
+// What computes on this run's backend, for keys and checkpoints: "cpu (cpu-fast onednn 3.0.0 ...)
+// fp32". Heap string.
+char *exp_device_id(const Experiment *x);
 // Path and key of the feature cache of split s for this experiment's weights and device; the
 // caller computes the features when cache_open fails, then writes them with cache_write.
 char *exp_feature_cache_path(Experiment *x, int s, char key[65]);
