@@ -48,6 +48,7 @@ typedef struct {
     const char *cache;    // cache folder (default <results>/cache)
     int epochs, batch_size;
     float lr;
+    float default_lr;      // the program's default --lr (set by exp_parse_args, for messages)
     uint64_t seed;
     const char *precision; // fp16 | fp32 | NULL (fp16 on cuda, fp32 on cpu)
     int keep_fc;           // keep the checkpoint's fc instead of a new nn.Linear(512, 37)
@@ -90,6 +91,8 @@ typedef struct {
     uint8_t *val_seen;          // (val.n) 1 where val_logits holds a prediction
     double t_start, setup_seconds, feature_seconds;
     const char *cache_status;   // "hit", "built" or "none"
+    int diverged_epoch;         // 1-based epoch at which training diverged (0 = it did not)
+    char diverged_why[256];     // what showed it
 } Experiment;
 
 // Opens the splits (with --limit), the device and the starting model; prints what it uses.
@@ -177,5 +180,20 @@ void exp_write_csv(Experiment *x);
 // Writes <name>.csv, <name>.predictions.csv, <name>.pth and <name>.json (in that order; the JSON
 // last, so that its presence means a complete run).
 void exp_finish(Experiment *x);
+
+// ----------------------------------------------------------------------------
+// divergence
+
+// Whether an epoch shows that training diverged: in fp32 a non-finite training or validation
+// loss; in fp16 an epoch of `batches` steps of which the GradScaler skipped every one (Adam took
+// `steps` = 0), since skipped steps are how fp16 overflow is normally handled. Returns 1 and says
+// why in `why` when it did.
+int exp_diverged(Precision precision, double train_loss, double val_loss, int batches, long steps,
+                 char *why, size_t whylen);
+// After the epoch's row is logged: when exp_diverged says so, stops the run with a clear message
+// (the epoch, the loss, try a lower --lr), writes the CSV and a JSON marked "status": "diverged",
+// writes no .pth (and removes a previous run's .pth and predictions, which would otherwise pass for
+// this run's), and exits with status 3. The last checkpoint (of the epoch before) is kept.
+void exp_check_divergence(Experiment *x, int epoch, int batches, long steps);
 
 #endif // EXPERIMENT_H
