@@ -13,7 +13,7 @@ rm -rf "$TMP"
 mkdir -p "$TMP/mirror/build" "$TMP/bad"
 fails=0
 fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-command -v curl >/dev/null 2>&1 || { echo "skipped: curl is not installed"; exit 77; }
+command -v curl >/dev/null 2>&1 || { echo "SKIP: curl is not installed (make deps installs it)"; exit 77; }
 
 # --- the fake upstream files
 B=$TMP/mirror/build
