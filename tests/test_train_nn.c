@@ -282,7 +282,7 @@ int main(int argc, char **argv) {
     const char *device = argc == 3 ? argv[2] : "cpu";
     char err[512];
     if (!strcmp(device, "cuda") && !backend_cuda_available()) {
-        printf("no usable CUDA GPU: skipped\n");
+        printf("SKIP: no usable CUDA GPU\n");
         return 77;
     }
     Backend *be = backend_open(device, PREC_FP32, 1, err, sizeof err);
