@@ -13,12 +13,9 @@
 #   were, no temporary file left behind;
 # - a diverging run (--lr 1e38): stops in epoch 1 with exit 3 and a message, results marked
 #   diverged, no final .pth.
-set -u
-BUILD=$1
-TMP=$2
-fail() { echo "FAIL: $*"; exit 1; }
-rm -rf "$TMP" && mkdir -p "$TMP" || fail "cannot create $TMP"
-"$BUILD/make-fake-pets" "$TMP/fake" > /dev/null || fail "make-fake-pets failed"
+# shellcheck source=tests/experiments_lib.sh
+. "$(dirname "$0")/experiments_lib.sh"
+exp_setup "$1" "$2"
 P04=$BUILD/04-feature-extraction
 P05=$BUILD/05-fine-tuning
 FAKE="--root $TMP/fake --device cpu --batch-size 8"

@@ -9,21 +9,12 @@
 #   computed: another cache key (a new file), the cache is built, not reused;
 # - --resume on another kernel table (PETS_CPU_REFERENCE=1 over a fast run's checkpoint) is refused
 #   with a message that names both.
-set -u
-BUILD=$1
-TMP=$2
-fail() { echo "FAIL: $*"; exit 1; }
-rm -rf "$TMP" && mkdir -p "$TMP" || fail "cannot create $TMP"
-"$BUILD/make-fake-pets" "$TMP/fake" > /dev/null || fail "make-fake-pets failed"
+# shellcheck source=tests/experiments_lib.sh
+. "$(dirname "$0")/experiments_lib.sh"
+exp_setup "$1" "$2"
 P04=$BUILD/04-feature-extraction
 COMMON="--root $TMP/fake --limit 6 --weights random --seed 5 --batch-size 4 --device cpu --cache $TMP/cache"
 
-same_run() { # NAME DIR_A DIR_B: identical results apart from the timings
-    for d in "$2" "$3"; do cut -d, -f1-5 "$d/$1.csv" > "$d/$1.csv.cut"; done
-    cmp -s "$2/$1.csv.cut" "$3/$1.csv.cut" || { diff "$2/$1.csv.cut" "$3/$1.csv.cut"; fail "$1: per-epoch numbers differ"; }
-    cmp -s "$2/$1.predictions.csv" "$3/$1.predictions.csv" || fail "$1: predictions differ"
-    cmp -s "$2/$1.pth" "$3/$1.pth" || fail "$1: final weights differ"
-}
 
 # flip_payload FILE: flips one bit of a data byte (after the 128-byte header and the labels)
 flip_payload() {
