@@ -4,7 +4,8 @@
 # - experiments-resume, experiments-bad-input: on a synthetic dataset (make-fake-pets, with an
 #   undecodable and a missing image): an interrupted run (kill -9) resumed ends with the same
 #   bytes as an uninterrupted one; missing weights, a checkpoint with another number of classes,
-#   a resume with other settings, a damaged checkpoint, a full disk while writing results.
+#   a resume with other settings, a damaged checkpoint, a full disk while writing results, a
+#   diverging run (--lr 1e38: exit 3, results marked diverged, no .pth).
 # - experiments-cache: a damaged cache is rebuilt with a warning (identical results); the
 #   reference kernels get their own feature cache; --resume on another kernel table is refused.
 # - experiments-parity-*: each variant end to end on the real 3-class subset against the
