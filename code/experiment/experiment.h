@@ -9,7 +9,7 @@
 //   annotation file, each image's name, label, size and mtime, the preprocessing version) and on
 //   what computed them (the build, stb_image, the backend's kernel table with oneDNN's version,
 //   the precision): the uint8 224x224 crops of every image, and the 512-d features of a frozen
-//   backbone; each file carries a SHA-256 of its contents, checked on open;
+//   backbone; each file carries a checksum of its contents, checked on open;
 // - batch sources (decoded images, cached crops or cached features; in order or shuffled by
 //   loader_permutation(seed, epoch)) with failed images left out of every batch and reported;
 // - the per-epoch log line in the tutorial's format, the results (CSV, flat JSON, validation
