@@ -104,6 +104,8 @@ expect_fail "--lr 1e38 diverges" 3 "diverged in epoch 1 of 3" "training loss is 
 grep -q '"status": "diverged"' "$TMP/r2/04-feature-extraction.json" || fail "divergence: JSON not marked"
 grep -q '"diverged_epoch": 1' "$TMP/r2/04-feature-extraction.json" || fail "divergence: JSON lacks the epoch"
 grep -q '"model": ""' "$TMP/r2/04-feature-extraction.json" || fail "divergence: JSON names a model"
+grep -q '"predictions": ""' "$TMP/r2/04-feature-extraction.json" || fail "divergence: JSON names predictions"
+[ -e "$TMP/r2/04-feature-extraction.predictions.csv" ] && fail "divergence: the earlier run's predictions are left"
 [ -e "$TMP/r2/04-feature-extraction.pth" ] && fail "divergence: a .pth is left as if trained"
 [ "$(wc -l < "$TMP/r2/04-feature-extraction.csv")" -eq 2 ] || fail "divergence: the CSV should hold epoch 1"
 echo PASS

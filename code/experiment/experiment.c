@@ -472,7 +472,7 @@ static void write_json(Experiment *x, const char *model_path) {
     json_num(f, &first, "seconds_wall", now_seconds() - x->t_start);
     json_str(f, &first, "cache", x->cache_status);
     json_str(f, &first, "csv", csv);
-    json_str(f, &first, "predictions", pred);
+    json_str(f, &first, "predictions", model_path ? pred : "");
     json_str(f, &first, "model", model_path ? model_path : "");
     json_str(f, &first, "status", x->diverged_epoch ? "diverged" : "complete");
     if (x->diverged_epoch) {
