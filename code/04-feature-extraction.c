@@ -34,7 +34,8 @@ static const char ABOUT[] =
 // The frozen backbone in eval mode is a fixed function: an image's 512 pooled features never
 // change, so compute them once for the whole split and keep them on disk. The cache key covers
 // the weights file (SHA-256), the split (annotations, file names, sizes, dates), the
-// preprocessing version and the device's arithmetic.
+// preprocessing version and what computed the features (this build, stb_image, the backend's
+// kernel table, the precision); the file's checksum is verified whenever it is opened.
 static float *cached_features(Experiment *x, int s, uint8_t **ok_out) {
     const PetSplit *ds = s ? &x->val : &x->train;
     const size_t row = RESNET34_FEATURES * sizeof(float);
@@ -155,6 +156,8 @@ int main(int argc, char **argv) {
         double t0 = now_seconds();
         float lr = optimizer.lr;
         double train_loss = 0;
+        int batches = 0;
+        const long steps_before = optimizer.step; // Adam steps taken (not skipped by the scaler)
         XBatch b;
         source_start(train, epoch, a.bn_train ? "train" : NULL); // shuffled with the seed
         while (source_next(train, &b)) {
@@ -166,6 +169,7 @@ int main(int argc, char **argv) {
             // loss(reduction='sum'); scaler.scale(loss).backward(); scaler.step(); scaler.update()
             train_loss += train_step(model, &optimizer, &scaler, b.label);
             // endregion
+            batches++;
         }
         double val_loss;
         int correct;
@@ -173,6 +177,9 @@ int main(int argc, char **argv) {
         ExpRow row = {train_loss / n_train, val_loss / n_val, (double)correct / n_val, lr,
                       now_seconds() - t0};
         exp_log_epoch(&x, epoch, row);
+        // A non-finite loss (fp32), or an fp16 epoch whose every step overflowed, stops the run
+        // here: exit status 3, the JSON marked "diverged", no final model.
+        exp_check_divergence(&x, epoch, batches, optimizer.step - steps_before);
         // region: scheduler-step
         plateau_step(&scheduler, val_loss / n_val, &optimizer.lr, /*verbose=*/1);
         // endregion

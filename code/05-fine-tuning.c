@@ -104,6 +104,8 @@ int main(int argc, char **argv) {
         float lr = optimizer.lr;
         // region: training-loop
         double train_loss = 0;
+        int batches = 0;
+        const long steps_before = optimizer.step; // Adam steps taken (not skipped by the scaler)
         XBatch b;
         source_start(train, epoch, "train"); // a new shuffle every epoch, from the seed
         while (source_next(train, &b)) {
@@ -114,6 +116,7 @@ int main(int argc, char **argv) {
             // in half precision; a step whose gradients overflowed is skipped and the scale
             // halved, as torch.cuda.amp.GradScaler does. In fp32 the scale is 1 and never moves.
             train_loss += train_step(model, &optimizer, &scaler, b.label);
+            batches++;
         }
         // endregion
         double val_loss;
@@ -122,6 +125,9 @@ int main(int argc, char **argv) {
         ExpRow row = {train_loss / n_train, val_loss / n_val, (double)correct / n_val, lr,
                       now_seconds() - t0};
         exp_log_epoch(&x, epoch, row);
+        // A non-finite loss (fp32), or an fp16 epoch whose every step overflowed, stops the run
+        // here: exit status 3, the JSON marked "diverged", no final model.
+        exp_check_divergence(&x, epoch, batches, optimizer.step - steps_before);
         // region: scheduler-step
         plateau_step(&scheduler, val_loss / n_val, &optimizer.lr, /*verbose=*/1);
         // endregion

@@ -4,7 +4,10 @@
 # - experiments-resume, experiments-bad-input: on a synthetic dataset (make-fake-pets, with an
 #   undecodable and a missing image): an interrupted run (kill -9) resumed ends with the same
 #   bytes as an uninterrupted one; missing weights, a checkpoint with another number of classes,
-#   a resume with other settings, a damaged checkpoint, a full disk while writing results.
+#   a resume with other settings, a damaged checkpoint, a full disk while writing results, a
+#   diverging run (--lr 1e38: exit 3, results marked diverged, no .pth).
+# - experiments-cache: a damaged cache is rebuilt with a warning (identical results); the
+#   reference kernels get their own feature cache; --resume on another kernel table is refused.
 # - experiments-parity-*: each variant end to end on the real 3-class subset against the
 #   tutorial's PyTorch loop (tests/ref_transfer.py -> tests/fixtures/transfer); skipped (77)
 #   without ../shared.
@@ -17,7 +20,7 @@ target_link_libraries(test-experiments-unit PRIVATE experiment)
 target_include_directories(test-experiments-unit PRIVATE tests)
 
 add_test(NAME experiments-unit COMMAND test-experiments-unit ${CMAKE_CURRENT_BINARY_DIR}/experiments-unit.tmp)
-foreach(t resume bad-input)
+foreach(t resume bad-input cache)
   string(REPLACE "-" "_" script ${t})
   add_test(NAME experiments-${t}
            COMMAND sh ${CMAKE_SOURCE_DIR}/tests/test_experiments_${script}.sh ${CMAKE_BINARY_DIR}

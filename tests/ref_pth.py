@@ -7,6 +7,9 @@ Run by developers with Debian's python3-torch (/usr/bin/python3); `make test` ne
   /usr/bin/python3 tests/ref_pth.py --check F.pth [--expect F.txt]
       torch.load(F.pth, weights_only=True) (full torch.load for protocol 4+); compare with the values in F.txt (if given); if the
       keys are a ResNet34's, load them into torchvision's resnet34(num_classes=K) (strict).
+  /usr/bin/python3 tests/ref_pth.py --torch-expect F.pth F.txt
+      write F.txt, the expected values of a checkpoint that C wrote (c_written.pth), from what
+      torch.load reads in it: so test-pth checks the C writer against PyTorch, not against itself.
   /usr/bin/python3 tests/ref_pth.py --resnet OUT.pth [--classes K] [--no-nbt]
       torch.save a torchvision resnet34 state dict (random init, seeded), for timing and round
       trips (87 MB: keep it out of the repository).
@@ -188,6 +191,17 @@ def check(path, expect):
     return 1 if bad else 0
 
 
+# ----------------------------------------------------------------------------
+# the expected values of the C-written fixture, as PyTorch reads them
+
+def torch_expect(pth, txt):
+    sd = torch.load(pth, weights_only=True)
+    assert isinstance(sd, dict), f"{pth}: top level is {type(sd)}"
+    write_expect(txt + ".tmp", sd)
+    os.replace(txt + ".tmp", txt)
+    print(f"wrote {txt}: {len(sd)} tensors as torch.load reads {pth}")
+
+
 def make_resnet(out, classes, nbt):
     import torchvision
     torch.manual_seed(0)
@@ -206,7 +220,11 @@ def main():
     ap.add_argument("--resnet")
     ap.add_argument("--classes", type=int, default=1000)
     ap.add_argument("--no-nbt", action="store_true")
+    ap.add_argument("--torch-expect", nargs=2, metavar=("PTH", "TXT"))
     a = ap.parse_args()
+    if a.torch_expect:
+        torch_expect(*a.torch_expect)
+        return
     if a.check:
         sys.exit(check(a.check, a.expect))
     if a.resnet:

@@ -115,6 +115,11 @@ def adam_small():
         traj.append(param.detach().numpy().copy())
     arrays["b.grads"] = np.stack(grads)  # scaled gradients, as the backward pass left them
     arrays["b.params"] = np.stack(traj)
+    # the moments too: the step itself barely depends on the scale (Adam divides m by sqrt(v)),
+    # the moments are off by the scale and its square when it is ignored
+    st = opt.state[param]
+    arrays["b.m"] = st["exp_avg"].numpy()
+    arrays["b.v"] = st["exp_avg_sq"].numpy()
     arrays["b.inv_scale"] = np.array([inv])
     arrays["b.lr"] = np.array([f32(0.1)])
     write_fixture("adam.bin", arrays)

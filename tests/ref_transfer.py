@@ -81,7 +81,7 @@ def read_crop_cache(path):
     assert b[:8] == b"PETCACHE", path
     version, kind, n, _ = struct.unpack_from("<4I", b, 8)
     (sb,) = struct.unpack_from("<Q", b, 24)
-    assert version == 1 and kind == 1 and sb == 224 * 224 * 3, (version, kind, sb)
+    assert version in (1, 2) and kind == 1 and sb == 224 * 224 * 3, (version, kind, sb)
     lab = (n * 4 + 63) // 64 * 64
     labels = np.frombuffer(b, "<i4", n, 128)
     data = np.frombuffer(b, np.uint8, n * sb, 128 + lab).reshape(n, 224, 224, 3)

@@ -328,7 +328,7 @@ int main(int argc, char **argv) {
     const char *prec = argc > 1 ? argv[1] : "fp32";
     Precision p = strcmp(prec, "fp16") == 0 ? PREC_FP16 : PREC_FP32;
     if (!backend_cuda_available()) {
-        printf("no usable CUDA GPU (or the cuDNN backend was not built): skipped\n");
+        printf("SKIP: no usable CUDA GPU (or the cuDNN backend was not built)\n");
         return 77;
     }
     char err[256];

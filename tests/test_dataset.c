@@ -139,7 +139,7 @@ static void test_synthetic(const char *tmp) {
 static int test_shared(const char *dir) {
     char err[1024];
     if (pets_check_root(dir, err, sizeof err) != 0) {
-        printf("skipped: %s\n", err);
+        printf("SKIP: %s\n", err);
         return 77;
     }
     PetSplit tv, te;

@@ -10,13 +10,12 @@
 # - a damaged (truncated) checkpoint: refused naming the file;
 # - a full disk while writing results (simulated with `ulimit -f`, which makes writes past the
 #   limit fail with EFBIG): exit non-zero, the previous .pth and .json left byte for byte as they
-#   were, no temporary file left behind.
-set -u
-BUILD=$1
-TMP=$2
-fail() { echo "FAIL: $*"; exit 1; }
-rm -rf "$TMP" && mkdir -p "$TMP" || fail "cannot create $TMP"
-"$BUILD/make-fake-pets" "$TMP/fake" > /dev/null || fail "make-fake-pets failed"
+#   were, no temporary file left behind;
+# - a diverging run (--lr 1e38): stops in epoch 1 with exit 3 and a message, results marked
+#   diverged, no final .pth.
+# shellcheck source=tests/experiments_lib.sh
+. "$(dirname "$0")/experiments_lib.sh"
+exp_setup "$1" "$2"
 P04=$BUILD/04-feature-extraction
 P05=$BUILD/05-fine-tuning
 FAKE="--root $TMP/fake --device cpu --batch-size 8"
@@ -94,4 +93,19 @@ cmp -s "$TMP/pth.before" "$TMP/r2/04-feature-extraction.pth" || fail "full disk:
 cmp -s "$TMP/json.before" "$TMP/r2/04-feature-extraction.json" || fail "full disk: the previous .json was damaged"
 ls "$TMP/r2"/*.tmp.* > /dev/null 2>&1 && fail "full disk: temporary files left behind"
 echo "ok: full disk: $(grep error "$TMP/err")"
+
+# divergence: an absurd --lr makes the loss non-finite in epoch 1; the run stops there (exit 3)
+# with a message, a JSON marked diverged, and no final model (the previous run's .pth is removed)
+[ -f "$TMP/r2/04-feature-extraction.pth" ] || fail "divergence: the earlier run's .pth should exist"
+# shellcheck disable=SC2086
+expect_fail "--lr 1e38 diverges" 3 "diverged in epoch 1 of 3" "training loss is nan" "lower --lr" \
+    "removed $TMP/r2/04-feature-extraction.pth" -- \
+    "$P04" $FAKE --weights random --seed 5 --epochs 3 --lr 1e38 --results "$TMP/r2"
+grep -q '"status": "diverged"' "$TMP/r2/04-feature-extraction.json" || fail "divergence: JSON not marked"
+grep -q '"diverged_epoch": 1' "$TMP/r2/04-feature-extraction.json" || fail "divergence: JSON lacks the epoch"
+grep -q '"model": ""' "$TMP/r2/04-feature-extraction.json" || fail "divergence: JSON names a model"
+grep -q '"predictions": ""' "$TMP/r2/04-feature-extraction.json" || fail "divergence: JSON names predictions"
+[ -e "$TMP/r2/04-feature-extraction.predictions.csv" ] && fail "divergence: the earlier run's predictions are left"
+[ -e "$TMP/r2/04-feature-extraction.pth" ] && fail "divergence: a .pth is left as if trained"
+[ "$(wc -l < "$TMP/r2/04-feature-extraction.csv")" -eq 2 ] || fail "divergence: the CSV should hold epoch 1"
 echo PASS

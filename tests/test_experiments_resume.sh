@@ -11,22 +11,11 @@
 #   Temporaries that a kill during a write would leave are removed when the run starts again.
 # - 04-feature-extraction --bn-train and the cached default: stopped after 1 epoch (--epochs 1),
 #   then resumed with --epochs 2: same comparison against an uninterrupted 2-epoch run.
-set -u
-BUILD=$1
-TMP=$2
-fail() { echo "FAIL: $*"; exit 1; }
-rm -rf "$TMP" && mkdir -p "$TMP" || fail "cannot create $TMP"
-"$BUILD/make-fake-pets" "$TMP/fake" > /dev/null || fail "make-fake-pets failed"
+# shellcheck source=tests/experiments_lib.sh
+. "$(dirname "$0")/experiments_lib.sh"
+exp_setup "$1" "$2"
 COMMON="--root $TMP/fake --limit 12 --weights random --seed 5 --batch-size 4 --device cpu"
 
-same_run() { # NAME DIR_A DIR_B: identical results apart from the timings
-    for d in "$2" "$3"; do cut -d, -f1-5 "$d/$1.csv" > "$d/$1.csv.cut"; done
-    cmp -s "$2/$1.csv.cut" "$3/$1.csv.cut" || { diff "$2/$1.csv.cut" "$3/$1.csv.cut"; fail "$1: per-epoch numbers differ after resuming"; }
-    cmp -s "$2/$1.predictions.csv" "$3/$1.predictions.csv" || fail "$1: predictions differ after resuming"
-    cmp -s "$2/$1.pth" "$3/$1.pth" || fail "$1: final weights differ after resuming"
-    ls "$3"/*.tmp.* > /dev/null 2>&1 && fail "$1: temporary files left behind"
-    echo "ok: $1 resumed = uninterrupted (csv, predictions, weights)"
-}
 
 # --- 05: kill -9 in the middle of epoch 2
 # shellcheck disable=SC2086

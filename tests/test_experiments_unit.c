@@ -3,7 +3,9 @@
 // - SHA-256 (code/core/sha256.c) against FIPS 180-4's example digests and a million 'a's, fed in
 //   pieces of every size from 1 to 130 bytes (block boundaries);
 // - the cache file format (code/experiment/experiment.c): a written cache opens again with its data; a
-//   different key, label, item count or a truncated file is refused (so the cache is rebuilt).
+//   different key, label, item count, a truncated file or one flipped byte in its labels, data or
+//   ok flags (caught by the checksum) is refused (so the cache is rebuilt);
+// - exp_diverged: when an epoch's losses (fp32) or skipped steps (fp16) mean the run diverged.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +77,18 @@ static void test_cache(const char *dir) {
     uint8_t *buf = read_file(path, &size, 0, err, sizeof err);
     CHECK(buf != NULL, "read back");
     if (buf) {
+        // one flipped bit anywhere after the header (labels, data, ok flags): the checksum fails
+        const size_t at[3] = {128 + 4 * 3 + 1, 128 + 64 + 17, size - 2};
+        for (int k = 0; k < 3; k++) {
+            buf[at[k]] ^= 0x10;
+            CHECK(write_file_atomic(path, buf, size, err, sizeof err) == 0, "flip");
+            CHECK(cache_open(&c, path, CACHE_KIND_FEATURES, key, &ds, sb) != 0,
+                  "a cache with a flipped byte at %zu must be refused", at[k]);
+            buf[at[k]] ^= 0x10;
+        }
+        CHECK(write_file_atomic(path, buf, size, err, sizeof err) == 0, "restore");
+        CHECK(cache_open(&c, path, CACHE_KIND_FEATURES, key, &ds, sb) == 0, "restored cache opens");
+        cache_close(&c);
         CHECK(write_file_atomic(path, buf, size - 1, err, sizeof err) == 0, "truncate");
         CHECK(cache_open(&c, path, CACHE_KIND_FEATURES, key, &ds, sb) != 0, "a truncated cache must be refused");
         free(buf);
@@ -82,10 +96,27 @@ static void test_cache(const char *dir) {
     free(path);
 }
 
+// exp_diverged: non-finite losses stop an fp32 run; in fp16 only an epoch whose every step the
+// GradScaler skipped does (an overflowing step is normal there and simply skipped).
+static void test_diverged(void) {
+    char why[256];
+    const double inf = 1.0 / 0.0, nan = 0.0 / 0.0;
+    CHECK(!exp_diverged(PREC_FP32, 2.5, 3.0, 10, 10, why, sizeof why), "finite fp32");
+    CHECK(exp_diverged(PREC_FP32, nan, 3.0, 10, 10, why, sizeof why) && strstr(why, "training loss is nan"),
+          "nan training loss: %s", why);
+    CHECK(exp_diverged(PREC_FP32, 1.0, inf, 10, 10, why, sizeof why) && strstr(why, "validation loss is inf"),
+          "inf validation loss: %s", why);
+    CHECK(!exp_diverged(PREC_FP16, inf, 3.0, 10, 3, why, sizeof why), "fp16: some steps skipped is normal");
+    CHECK(exp_diverged(PREC_FP16, 4.0, 3.0, 10, 0, why, sizeof why) && strstr(why, "skipped all 10"),
+          "fp16: every step skipped: %s", why);
+    CHECK(!exp_diverged(PREC_FP16, 0.0, 3.0, 0, 0, why, sizeof why), "fp16: an epoch without batches");
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) die("usage: test-experiments-unit TMPDIR");
     if (mkdir_p(argv[1])) die("%s: cannot create", argv[1]);
     test_sha256();
     test_cache(argv[1]);
+    test_diverged();
     return check_exit("PASS");
 }

@@ -4,7 +4,8 @@
 # them, and checks: a good download verifies, extracts and lands in place; a second run downloads
 # and extracts nothing; an interrupted download resumes from its .part; a corrupt download (wrong
 # SHA-256, wrong MD5, or a bad partial file) is rejected and removed; an unreachable mirror gives
-# the offline message; an archive with members outside its folder is refused.
+# the offline message; an archive with members outside its folder is refused; when the first
+# mirror lacks the archives (or serves a corrupt one), the second mirror (PETS_MIRROR2) is used.
 set -u
 SRC=$1
 TMP=$2
@@ -12,7 +13,7 @@ rm -rf "$TMP"
 mkdir -p "$TMP/mirror/build" "$TMP/bad"
 fails=0
 fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-command -v curl >/dev/null 2>&1 || { echo "skipped: curl is not installed"; exit 77; }
+command -v curl >/dev/null 2>&1 || { echo "SKIP: curl is not installed (make deps installs it)"; exit 77; }
 
 # --- the fake upstream files
 B=$TMP/mirror/build
@@ -27,10 +28,10 @@ head -c 5000 /dev/urandom > "$TMP/mirror/resnet34-b627a593.pth"
 (cd "$TMP/mirror" && md5sum images.tar.gz annotations.tar.gz) > "$TMP/md5s"
 sed -i '1i # a comment line, as in data/checksums.sha256' "$TMP/sums"
 
-run_make() { # DATA_DIR MIRROR [extra make args...]; output in $TMP/out
+run_make() { # DATA_DIR MIRROR [extra make args...]; output in $TMP/out. MIRROR2: the fallback.
     dd=$1 mirror=$2; shift 2
     make -s -f "$SRC/data/Makefile" DATA_DIR="$dd" PETS_MIRROR="$mirror" WEIGHTS_MIRROR="$mirror" \
-        CHECKSUMS="$TMP/sums" MD5SUMS="$TMP/md5s" "$@" > "$TMP/out" 2>&1
+        PETS_MIRROR2="${MIRROR2:-}" CHECKSUMS="$TMP/sums" MD5SUMS="$TMP/md5s" "$@" > "$TMP/out" 2>&1
 }
 
 # --- 1. a good download
@@ -104,6 +105,33 @@ D5=$TMP/data5
 if run_make "$D5" "file://$TMP/evilmirror"; then fail "a hostile archive was extracted"; fi
 grep -q "unexpected member 'escape'" "$TMP/out" || fail "no hostile-archive message: $(cat "$TMP/out")"
 [ -e "$D5/oxford-iiit-pet/escape" ] && fail "hostile member written"
+
+# --- 9. the second mirror: the first is missing (or serves a corrupt file), the second is used
+(cd "$TMP/mirror" && sha256sum images.tar.gz annotations.tar.gz resnet34-b627a593.pth) > "$TMP/sums"
+cp "$TMP/md5s.good" "$TMP/md5s"
+mkdir -p "$TMP/weights-only"
+cp "$TMP/mirror/resnet34-b627a593.pth" "$TMP/weights-only/"
+D6=$TMP/data6
+if MIRROR2="file://$TMP/mirror" run_make "$D6" "file://$TMP/weights-only"; then
+    grep -q "trying the next mirror: file://$TMP/mirror/images.tar.gz" "$TMP/out" ||
+        fail "no message about the second mirror: $(cat "$TMP/out")"
+    cmp -s "$D6/oxford-iiit-pet/annotations/trainval.txt" "$B/annotations/trainval.txt" ||
+        fail "second mirror: annotations not extracted"
+else
+    fail "make data failed although the second mirror has the files: $(cat "$TMP/out")"
+fi
+D7=$TMP/data7
+if MIRROR2="file://$TMP/mirror" run_make "$D7" "file://$TMP/bad"; then
+    grep -q "corrupt or not the expected one; removed it" "$TMP/out" || fail "no message about the corrupt first mirror"
+    cmp -s "$D7/downloads/annotations.tar.gz" "$TMP/mirror/annotations.tar.gz" || fail "second mirror: wrong archive kept"
+else
+    fail "make data failed although the second mirror has good files: $(cat "$TMP/out")"
+fi
+D8=$TMP/data8
+if MIRROR2="file://$TMP/missing-too" run_make "$D8" "file://$TMP/weights-only"; then
+    fail "make data succeeded with both mirrors missing"
+fi
+grep -q "missing-too/images.tar.gz" "$TMP/out" || fail "both mirrors missing: the error should name the last one: $(cat "$TMP/out")"
 
 if [ $fails -ne 0 ]; then echo "test_make_data: $fails failure(s)"; exit 1; fi
 echo "test_make_data: all checks passed"

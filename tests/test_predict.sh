@@ -135,6 +135,8 @@ if [ -d "$PETS" ]; then
   "$P" --quiet --weights "$T/model.pth" "$PETS/Abyssinian_5.jpg" "$PETS/Abyssinian_34.jpg" \
     "$PETS/Bengal_1.jpg" > "$T/o.txt" && [ "$(wc -l < "$T/o.txt")" -eq 18 ] \
     && ok "real pet images (PNG, GIF, JPEG)" || fail "real pet images"
+else
+  echo "SKIP: real pet images (PNG, GIF, JPEG): the 3-class subset $PETS was not found"
 fi
 
 "$P" --help | grep -q -- "--tensor FILE.f32" && ok "--help" || fail "--help"

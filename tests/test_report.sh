@@ -13,7 +13,7 @@
 set -eu
 SRC=$1 BUILD=$2 SHARED=$3 SCRATCH=$4
 if [ ! -f "$SHARED/annotations/trainval.txt" ]; then
-  echo "skipped: no 3-class subset at $SHARED"
+  echo "SKIP: no 3-class subset at $SHARED"
   exit 77
 fi
 for tool in pandoc pdflatex pdftotext pdfinfo; do

@@ -369,6 +369,8 @@ static void vpass_fast(const uint8_t *src, size_t sstride, int base, const Coeff
 }
 #endif
 
+const char *resize_fast_passes(void) { return PREP_AVX512 ? "AVX-512" : "scalar"; }
+
 // The region [x0, x0+cw) x [y0, y0+ch) of `in` resized to out_w x out_h, into dst (cw x ch x 3,
 // stride cw*3). Only the input rows and output columns the region needs are computed.
 static void resize_region(const Image *in, int out_w, int out_h, int x0, int y0, int cw, int ch,

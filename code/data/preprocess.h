@@ -32,6 +32,9 @@ int resize_bilinear(const Image *in, int out_w, int out_h, Image *out);
 // The plain scalar version of resize_bilinear (Pillow's algorithm step by step, no SIMD, no
 // cropping shortcut): the specification that the fast path is tested against.
 int resize_bilinear_ref(const Image *in, int out_w, int out_h, Image *out);
+// Which passes resize_bilinear runs in this build: "AVX-512" (vectorised horizontal and vertical
+// passes) or "scalar" (the reference passes; only the cropping shortcut differs). For tests.
+const char *resize_fast_passes(void);
 // The size torchvision's resize(img, size) gives a w x h image: shorter side `size`, longer side
 // int(size * long / short).
 void resized_size(int w, int h, int size, int *out_w, int *out_h);

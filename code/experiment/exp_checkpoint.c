@@ -15,6 +15,8 @@
 //                     everything when fine-tuning), over the starting weights given again
 //   adam.m.<key>, adam.v.<key>, adam.step, lr, plateau.*, scaler.*, rows (epochs, 5) float64,
 //   config            uint8 text: what must match for a resume to continue the same run
+//   device            uint8 text: the backend, its kernel table and the precision that computed
+//                     (exp_device_id); a resume elsewhere could not end with identical numbers
 
 static char *config_string(const Experiment *x) {
     const ExpArgs *a = &x->a;
@@ -96,6 +98,10 @@ void exp_checkpoint(Experiment *x, const Adam *opt, const Plateau *p, const Grad
     int64_t len = (int64_t)strlen(cfg);
     sd_add(&ck, "config", PTH_U8, 1, &len, cfg);
     free(cfg);
+    char *dev = exp_device_id(x);
+    len = (int64_t)strlen(dev);
+    sd_add(&ck, "device", PTH_U8, 1, &len, dev);
+    free(dev);
     char err[1024];
     char *path = exp_out_path(x, ".ckpt");
     if (pth_save(path, &ck, NULL, err, sizeof err))
@@ -140,6 +146,18 @@ int exp_resume(Experiment *x, Adam *opt, Plateau *p, GradScaler *s) {
             "comes from a model with another number of classes; delete it or use another --results",
             path, (long long)w->shape[0], (long long)(w->ndim > 1 ? w->shape[1] : 0), classes,
             RESNET34_FEATURES);
+    // the device and precision: the promise of --resume is the uninterrupted run's numbers
+    const PthTensor *d = sd_find(&ck, "device");
+    char *dev = exp_device_id(x);
+    if (!d || d->dtype != PTH_U8 || d->numel != strlen(dev) || memcmp(d->data, dev, d->numel) != 0) {
+        char *was = d && d->dtype == PTH_U8 ? xasprintf("%.*s", (int)d->numel, (const char *)d->data)
+                                            : xstrdup("an unrecorded device (an older checkpoint)");
+        die("%s: this checkpoint was computed on %s, this run computes on %s: a resumed run would "
+            "not give the numbers of an uninterrupted one. Resume with the checkpoint's --device "
+            "and --precision (and PETS_CPU_REFERENCE as it was), or run without --resume to start "
+            "over", path, was, dev);
+    }
+    free(dev);
     const PthTensor *c = sd_find(&ck, "config");
     char *cfg = config_string(x);
     if (!c || c->dtype != PTH_U8 || c->numel != strlen(cfg) || memcmp(c->data, cfg, c->numel) != 0)

@@ -19,15 +19,72 @@
 //
 // File layout (little-endian), readable from Python with numpy (tests/ref_transfer.py does):
 //   0   "PETCACHE"   8-byte magic
-//   8   u32 version (1), u32 kind (1 crops, 2 features), u32 n, u32 0
+//   8   u32 version (2), u32 kind (1 crops, 2 features), u32 n, u32 0
 //   24  u64 sample_bytes
 //   32  64 ASCII hex digits: the key
-//   96  zeros up to 128
+//   96  32 bytes: checksum of everything after the header (labels, data, ok flags; sum_* below),
+//       checked on open so that a damaged file is rebuilt, never used
 //   128 n x i32 labels, zero-padded to a multiple of 64 bytes
 //   then n x sample_bytes of data (crops: (224, 224, 3) uint8 RGB; features: 512 float32)
 //   then n x u8 ok flags (1 decoded; 0 failed, its data is zeros)
 
 #define CACHE_HEADER 128
+#define CACHE_VERSION 2
+#define CACHE_SUM 96 // offset of the checksum; the header before it must match exactly
+
+// The checksum: four lanes over successive 8-byte words (little-endian; the tail zero-padded),
+// each lane h = (h ^ word) * P, then the byte count mixed into every lane. Each step is a
+// bijection of h, so any change confined to one word always changes the result; it runs at
+// memory speed (SHA-256 would take seconds over the 1.1 GB of crops of the whole dataset).
+// Not a defence against deliberate tampering: the caches are the program's own files.
+typedef struct {
+    uint64_t lane[4];
+    uint8_t buf[32];
+    size_t fill;
+    uint64_t bytes;
+} Sum;
+
+#define SUM_P 0x100000001b3ull // FNV's 64-bit prime
+
+static void sum_init(Sum *c) {
+    memset(c, 0, sizeof *c);
+    for (int k = 0; k < 4; k++) c->lane[k] = 0xcbf29ce484222325ull + (uint64_t)k;
+}
+
+static void sum_block(Sum *c, const uint8_t *p) { // 32 bytes
+    for (int k = 0; k < 4; k++) {
+        uint64_t w;
+        memcpy(&w, p + 8 * k, 8);
+        c->lane[k] = (c->lane[k] ^ w) * SUM_P;
+    }
+}
+
+static void sum_update(Sum *c, const void *data, size_t n) {
+    const uint8_t *p = data;
+    c->bytes += n;
+    if (c->fill) {
+        size_t take = 32 - c->fill < n ? 32 - c->fill : n;
+        memcpy(c->buf + c->fill, p, take);
+        c->fill += take, p += take, n -= take;
+        if (c->fill < 32) return;
+        sum_block(c, c->buf);
+        c->fill = 0;
+    }
+    for (; n >= 32; p += 32, n -= 32) sum_block(c, p);
+    memcpy(c->buf, p, n);
+    c->fill = n;
+}
+
+static void sum_final(Sum *c, uint8_t out[32]) {
+    if (c->fill) {
+        memset(c->buf + c->fill, 0, 32 - c->fill);
+        sum_block(c, c->buf);
+    }
+    for (int k = 0; k < 4; k++) {
+        uint64_t h = (c->lane[k] ^ c->bytes) * SUM_P;
+        memcpy(out + 8 * k, &h, 8);
+    }
+}
 
 static size_t cache_labels_bytes(int n) { return ((size_t)n * 4 + 63) / 64 * 64; }
 
@@ -35,7 +92,7 @@ static void cache_header(uint8_t hdr[CACHE_HEADER], uint32_t kind, const char *k
                          size_t sample_bytes) {
     memset(hdr, 0, CACHE_HEADER);
     memcpy(hdr, "PETCACHE", 8);
-    uint32_t u[4] = {1, kind, (uint32_t)n, 0};
+    uint32_t u[4] = {CACHE_VERSION, kind, (uint32_t)n, 0};
     memcpy(hdr + 8, u, sizeof u);
     uint64_t sb = sample_bytes;
     memcpy(hdr + 24, &sb, 8);
@@ -55,7 +112,7 @@ int cache_open(Cache *c, const char *path, uint32_t kind, const char *key, const
     uint8_t hdr[CACHE_HEADER], ref[CACHE_HEADER];
     cache_header(ref, kind, key, ds->n, sample_bytes);
     if (bad || (size_t)st.st_size != want || fread(hdr, 1, CACHE_HEADER, f) != CACHE_HEADER ||
-        memcmp(hdr, ref, CACHE_HEADER) != 0) {
+        memcmp(hdr, ref, CACHE_SUM) != 0) {
         fclose(f);
         printf("cache %s: stale or damaged, rebuilding it\n", path);
         return -1;
@@ -63,6 +120,17 @@ int cache_open(Cache *c, const char *path, uint32_t kind, const char *key, const
     void *map = mmap(NULL, want, PROT_READ, MAP_PRIVATE, fileno(f), 0);
     fclose(f);
     if (map == MAP_FAILED) return -1;
+    uint8_t sum[32];
+    Sum h;
+    sum_init(&h);
+    sum_update(&h, (const uint8_t *)map + CACHE_HEADER, want - CACHE_HEADER);
+    sum_final(&h, sum);
+    if (memcmp(sum, hdr + CACHE_SUM, 32) != 0) {
+        munmap(map, want);
+        warn("cache %s: its contents do not match their checksum (the file is damaged); not "
+             "using it, rebuilding it", path);
+        return -1;
+    }
     c->n = ds->n;
     c->sample_bytes = sample_bytes;
     c->map = map;
@@ -86,30 +154,50 @@ void cache_close(Cache *c) {
     memset(c, 0, sizeof *c);
 }
 
+// A cache file being written: the payload goes through cache_put (which hashes it), and
+// cache_end writes the checksum into the header before the atomic commit.
+typedef struct {
+    AtomicFile af;
+    FILE *f;
+    Sum sum;
+} CacheOut;
+
+static void cache_put(CacheOut *o, const void *p, size_t n) {
+    fwrite(p, 1, n, o->f);
+    sum_update(&o->sum, p, n);
+}
+
 // Streams a cache file: header and labels now, data by cache_put, ok flags at the end.
-static FILE *cache_begin(AtomicFile *af, const char *path, uint32_t kind, const char *key,
-                         const PetSplit *ds, size_t sample_bytes, char *err, size_t errlen) {
-    FILE *f = afile_open(af, path, err, errlen);
-    if (!f) return NULL;
+static int cache_begin(CacheOut *o, const char *path, uint32_t kind, const char *key,
+                       const PetSplit *ds, size_t sample_bytes, char *err, size_t errlen) {
+    o->f = afile_open(&o->af, path, err, errlen);
+    if (!o->f) return -1;
+    sum_init(&o->sum);
     uint8_t hdr[CACHE_HEADER];
     cache_header(hdr, kind, key, ds->n, sample_bytes);
-    fwrite(hdr, 1, CACHE_HEADER, f);
+    fwrite(hdr, 1, CACHE_HEADER, o->f);
     size_t lb = cache_labels_bytes(ds->n);
     uint8_t *labels = xcalloc(lb, 1);
     for (int i = 0; i < ds->n; i++) memcpy(labels + 4 * (size_t)i, &ds->items[i].label, 4);
-    fwrite(labels, 1, lb, f);
+    cache_put(o, labels, lb);
     free(labels);
-    return f;
+    return 0;
+}
+
+static int cache_end(CacheOut *o, char *err, size_t errlen) {
+    uint8_t sum[32];
+    sum_final(&o->sum, sum);
+    if (fseek(o->f, CACHE_SUM, SEEK_SET) == 0) fwrite(sum, 1, sizeof sum, o->f);
+    return afile_commit(&o->af, err, errlen); // reports any failed write
 }
 
 int cache_write(const char *path, uint32_t kind, const char *key, const PetSplit *ds,
                 const uint8_t *ok, size_t sample_bytes, const void *data, char *err, size_t errlen) {
-    AtomicFile af;
-    FILE *f = cache_begin(&af, path, kind, key, ds, sample_bytes, err, errlen);
-    if (!f) return -1;
-    fwrite(data, sample_bytes, (size_t)ds->n, f);
-    fwrite(ok, 1, (size_t)ds->n, f);
-    return afile_commit(&af, err, errlen);
+    CacheOut o;
+    if (cache_begin(&o, path, kind, key, ds, sample_bytes, err, errlen)) return -1;
+    cache_put(&o, data, sample_bytes * (size_t)ds->n);
+    cache_put(&o, ok, (size_t)ds->n);
+    return cache_end(&o, err, errlen);
 }
 
 void exp_report_failed(Experiment *x, int s, const uint8_t *ok, const char *from) {
@@ -141,7 +229,10 @@ void exp_image_cache(Experiment *x, int s, Cache *c) {
     const PetSplit *ds = s ? &x->val : &x->train;
     const size_t sb = (size_t)PREP_CROP * PREP_CROP * 3;
     char key[65], err[1024];
-    char *desc = xasprintf("crops v1 prep=%d data=%s", EXP_PREP_VERSION, x->data_key[s]);
+    // crops depend on the pixels (data, preprocessing) and on the code that decoded them (this
+    // build, stb_image); not on the backend or precision, which never touch them
+    char *desc = xasprintf("crops v2 prep=%d data=%s build=%s stb=%s", EXP_PREP_VERSION,
+                           x->data_key[s], PETS_BUILD_ID, PETS_STB_ID);
     Sha256 h;
     sha256_init(&h);
     sha256_update(&h, desc, strlen(desc));
@@ -157,9 +248,9 @@ void exp_image_cache(Experiment *x, int s, Cache *c) {
     }
     // Decode every image once, on all cores, straight into the file.
     double t0 = now_seconds();
-    AtomicFile af;
-    FILE *f = cache_begin(&af, path, CACHE_KIND_CROPS, key, ds, sb, err, sizeof err);
-    if (!f) die("%s (pass --cache DIR to put the caches elsewhere)", err);
+    CacheOut out;
+    if (cache_begin(&out, path, CACHE_KIND_CROPS, key, ds, sb, err, sizeof err))
+        die("%s (pass --cache DIR to put the caches elsewhere)", err);
     uint8_t *ok = xcalloc((size_t)ds->n, 1);
     CropCtx ctx = {ds};
     Loader *l = loader_create(ds->n, sb, x->a.batch_size, 0, 0, load_crop, &ctx);
@@ -170,7 +261,7 @@ void exp_image_cache(Experiment *x, int s, Cache *c) {
     Batch b;
     long done = 0;
     while (loader_next(l, &b)) {
-        fwrite(b.data, sb, (size_t)b.n, f);
+        cache_put(&out, b.data, sb * (size_t)b.n);
         for (int k = 0; k < b.n; k++) {
             ok[b.index[k]] = (uint8_t)b.ok[k];
             if (!b.ok[k]) warn("%s", b.errors[k]);
@@ -180,8 +271,8 @@ void exp_image_cache(Experiment *x, int s, Cache *c) {
     progress_finish(&p);
     loader_destroy(l);
     free(label);
-    fwrite(ok, 1, (size_t)ds->n, f);
-    if (afile_commit(&af, err, sizeof err)) die("%s (pass --cache DIR to put the caches elsewhere)", err);
+    cache_put(&out, ok, (size_t)ds->n);
+    if (cache_end(&out, err, sizeof err)) die("%s (pass --cache DIR to put the caches elsewhere)", err);
     free(ok);
     x->setup_seconds += now_seconds() - t0;
     x->cache_status = "built";
@@ -190,16 +281,24 @@ void exp_image_cache(Experiment *x, int s, Cache *c) {
     free(path);
 }
 
+char *exp_device_id(const Experiment *x) {
+    const Backend *be = x->be;
+    return xasprintf("%s (%s) %s", be->name, be->kernels[0] ? be->kernels : be->description,
+                     x->precision == PREC_FP16 ? "fp16" : "fp32");
+}
+
 char *exp_feature_cache_path(Experiment *x, int s, char key[65]) {
     const PetSplit *ds = s ? &x->val : &x->train;
     char weights[96];
     if (x->weights_sha[0]) snprintf(weights, sizeof weights, "%s", x->weights_sha);
     else snprintf(weights, sizeof weights, "random:%llu", (unsigned long long)x->a.seed);
-    // features depend on the backbone (weights), the pixels (data, preprocessing) and the
-    // arithmetic (device, precision)
-    char *desc = xasprintf("features v1 prep=%d data=%s weights=%s device=%s precision=%s",
-                           EXP_PREP_VERSION, x->data_key[s], weights, x->be->name,
-                           x->precision == PREC_FP16 ? "fp16" : "fp32");
+    // features depend on the backbone (weights), the pixels (data, preprocessing) and on what
+    // computed them: this build, stb_image, the backend with its kernel table, the precision
+    char *dev = exp_device_id(x);
+    char *desc = xasprintf("features v2 prep=%d data=%s weights=%s build=%s stb=%s device=%s",
+                           EXP_PREP_VERSION, x->data_key[s], weights, PETS_BUILD_ID, PETS_STB_ID,
+                           dev);
+    free(dev);
     Sha256 h;
     sha256_init(&h);
     sha256_update(&h, desc, strlen(desc));

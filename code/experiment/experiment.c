@@ -69,6 +69,7 @@ static long parse_long(const char *opt, const char *v, long lo, long hi) {
 
 void exp_parse_args(ExpArgs *a, int argc, char **argv, const char *about, unsigned extra) {
     ExpArgs d = *a;
+    a->default_lr = d.lr;
     for (int i = 1; i < argc; i++) {
         const char *opt = argv[i], *val = NULL;
         char name[64];
@@ -107,8 +108,8 @@ void exp_parse_args(ExpArgs *a, int argc, char **argv, const char *about, unsign
             const char *v = VALUE();
             char *end;
             double x = strtod(v, &end);
-            if (end == v || *end || !(x > 0) || x > 10) {
-                fprintf(stderr, "error: --lr expects a positive number, got '%s'\n", v);
+            if (end == v || *end || !(x > 0) || !isfinite((float)x)) {
+                fprintf(stderr, "error: --lr expects a positive finite number, got '%s'\n", v);
                 exit(2);
             }
             a->lr = (float)x;
@@ -395,19 +396,10 @@ static double round6(double v) {
     return strtod(buf, NULL);
 }
 
-void exp_finish(Experiment *x) {
+// <name>.json: the run's settings and summary; `model` is the final .pth, NULL when there is none
+// (a diverged run).
+static void write_json(Experiment *x, const char *model_path) {
     char err[1024];
-    // the final model first (the largest file, so a full disk shows before the small ones are
-    // replaced): a torchvision state dict with the 37-way fc
-    char *model_path = exp_out_path(x, ".pth");
-    StateDict sd = {0};
-    resnet34_to_state(x->model, &sd);
-    if (pth_save(model_path, &sd, x->name, err, sizeof err))
-        die("%s (written atomically: the previous %s is left as it was)", err, model_path);
-    sd_free(&sd);
-    write_predictions(x);
-    exp_write_csv(x);
-
     // summary over the epochs
     const ExpRow *last = &x->rows[x->n_rows - 1];
     int best = 0, reductions = 0;
@@ -480,13 +472,78 @@ void exp_finish(Experiment *x) {
     json_num(f, &first, "seconds_wall", now_seconds() - x->t_start);
     json_str(f, &first, "cache", x->cache_status);
     json_str(f, &first, "csv", csv);
-    json_str(f, &first, "predictions", pred);
-    json_str(f, &first, "model", model_path);
+    json_str(f, &first, "predictions", model_path ? pred : "");
+    json_str(f, &first, "model", model_path ? model_path : "");
+    json_str(f, &first, "status", x->diverged_epoch ? "diverged" : "complete");
+    if (x->diverged_epoch) {
+        json_num(f, &first, "diverged_epoch", x->diverged_epoch);
+        json_str(f, &first, "diverged_why", x->diverged_why);
+    }
     fprintf(f, "\n}\n");
     if (afile_commit(&af, err, sizeof err)) die("%s", err);
-    printf("results: %s, %s, %s, %s\n", csv, pred, model_path, path);
+    if (model_path) printf("results: %s, %s, %s, %s\n", csv, pred, model_path, path);
+    else printf("results: %s, %s (no model: the run diverged)\n", csv, path);
     free(csv);
     free(pred);
     free(path);
+}
+
+void exp_finish(Experiment *x) {
+    char err[1024];
+    // the final model first (the largest file, so a full disk shows before the small ones are
+    // replaced): a torchvision state dict with the 37-way fc
+    char *model_path = exp_out_path(x, ".pth");
+    StateDict sd = {0};
+    resnet34_to_state(x->model, &sd);
+    if (pth_save(model_path, &sd, x->name, err, sizeof err))
+        die("%s (written atomically: the previous %s is left as it was)", err, model_path);
+    sd_free(&sd);
+    write_predictions(x);
+    exp_write_csv(x);
+    write_json(x, model_path);
     free(model_path);
+}
+
+// ----------------------------------------------------------------------------
+// divergence
+
+int exp_diverged(Precision precision, double train_loss, double val_loss, int batches, long steps,
+                 char *why, size_t whylen) {
+    if (precision == PREC_FP16) { // overflow is the GradScaler's to handle, unless it never ends
+        if (batches > 0 && steps == 0) {
+            snprintf(why, whylen, "the GradScaler skipped all %d steps of the epoch (every "
+                     "gradient overflowed; training loss %g)", batches, train_loss);
+            return 1;
+        }
+        return 0;
+    }
+    if (!isfinite(train_loss) || !isfinite(val_loss)) {
+        double v = isfinite(train_loss) ? val_loss : train_loss;
+        snprintf(why, whylen, "the %s loss is %s", isfinite(train_loss) ? "validation" : "training",
+                 isnan(v) ? "nan" : v > 0 ? "inf" : "-inf");
+        return 1;
+    }
+    return 0;
+}
+
+void exp_check_divergence(Experiment *x, int epoch, int batches, long steps) {
+    const ExpRow *r = &x->rows[x->n_rows - 1];
+    if (!exp_diverged(x->precision, r->train_loss, r->val_loss, batches, steps, x->diverged_why,
+                      sizeof x->diverged_why))
+        return;
+    x->diverged_epoch = epoch + 1;
+    fflush(stdout);
+    fprintf(stderr, "error: training diverged in epoch %d of %d: %s at --lr %g. The run stops "
+            "here; try a lower --lr (the default is %g).\n", epoch + 1, x->a.epochs, x->diverged_why,
+            (double)x->a.lr, (double)x->a.default_lr);
+    // no model is presented as trained: a previous run's .pth and predictions go too
+    const char *stale[2] = {".pth", ".predictions.csv"};
+    for (int k = 0; k < 2; k++) {
+        char *p = exp_out_path(x, stale[k]);
+        if (unlink(p) == 0) fprintf(stderr, "removed %s, left by an earlier run\n", p);
+        free(p);
+    }
+    exp_write_csv(x);
+    write_json(x, NULL);
+    exit(3);
 }

@@ -6,8 +6,10 @@
 //   fc is kept, or a seeded random network), with clear errors for a missing weights file or a
 //   checkpoint with another number of classes;
 // - on-disk caches keyed on what their contents depend on (SHA-256 of the weights file, the split's
-//   annotation file, each image's name, label, size and mtime, the preprocessing version): the
-//   uint8 224x224 crops of every image, and the 512-d features of a frozen backbone;
+//   annotation file, each image's name, label, size and mtime, the preprocessing version) and on
+//   what computed them (the build, stb_image, the backend's kernel table with oneDNN's version,
+//   the precision): the uint8 224x224 crops of every image, and the 512-d features of a frozen
+//   backbone; each file carries a checksum of its contents, checked on open;
 // - batch sources (decoded images, cached crops or cached features; in order or shuffled by
 //   loader_permutation(seed, epoch)) with failed images left out of every batch and reported;
 // - the per-epoch log line in the tutorial's format, the results (CSV, flat JSON, validation
@@ -29,6 +31,12 @@
 // preprocess.c changes what it computes: every cache built before becomes stale and is rebuilt.
 #define EXP_PREP_VERSION 1
 
+// The identity of this build (build_id.c, generated at build time by build_id.cmake): a SHA-256
+// of the sources that compute what the caches hold, the compiler and its flags; and stb_image's
+// (the SHA-256 of stb_image.h and its Debian package version).
+extern const char PETS_BUILD_ID[];
+extern const char PETS_STB_ID[];
+
 // ----------------------------------------------------------------------------
 // command line
 
@@ -40,6 +48,7 @@ typedef struct {
     const char *cache;    // cache folder (default <results>/cache)
     int epochs, batch_size;
     float lr;
+    float default_lr;      // the program's default --lr (set by exp_parse_args, for messages)
     uint64_t seed;
     const char *precision; // fp16 | fp32 | NULL (fp16 on cuda, fp32 on cpu)
     int keep_fc;           // keep the checkpoint's fc instead of a new nn.Linear(512, 37)
@@ -82,6 +91,8 @@ typedef struct {
     uint8_t *val_seen;          // (val.n) 1 where val_logits holds a prediction
     double t_start, setup_seconds, feature_seconds;
     const char *cache_status;   // "hit", "built" or "none"
+    int diverged_epoch;         // 1-based epoch at which training diverged (0 = it did not)
+    char diverged_why[256];     // what showed it
 } Experiment;
 
 // Opens the splits (with --limit), the device and the starting model; prints what it uses.
@@ -107,10 +118,14 @@ typedef struct {
 // The uint8 (224, 224, 3) center crops of every image of split s (0 train, 1 val), decoded once
 // on all cores. Shared by every chapter and variant (the key does not depend on weights).
 void exp_image_cache(Experiment *x, int s, Cache *c);
-// Opens the cache file `path` if it exists and matches key/kind/n; returns 0 on success.
+// Opens the cache file `path` if it exists, matches key/kind/n and its contents match their
+// checksum; returns 0 on success. A damaged file is reported (warning) and refused.
 int cache_open(Cache *c, const char *path, uint32_t kind, const char *key, const PetSplit *ds,
                size_t sample_bytes);
 void cache_close(Cache *c);
+// What computes on this run's backend, for keys and checkpoints: "cpu (cpu-fast onednn 3.0.0 ...)
+// fp32". Heap string.
+char *exp_device_id(const Experiment *x);
 // Path and key of the feature cache of split s for this experiment's weights and device; the
 // caller computes the features when cache_open fails, then writes them with cache_write.
 char *exp_feature_cache_path(Experiment *x, int s, char key[65]);
@@ -165,5 +180,20 @@ void exp_write_csv(Experiment *x);
 // Writes <name>.csv, <name>.predictions.csv, <name>.pth and <name>.json (in that order; the JSON
 // last, so that its presence means a complete run).
 void exp_finish(Experiment *x);
+
+// ----------------------------------------------------------------------------
+// divergence
+
+// Whether an epoch shows that training diverged: in fp32 a non-finite training or validation
+// loss; in fp16 an epoch of `batches` steps of which the GradScaler skipped every one (Adam took
+// `steps` = 0), since skipped steps are how fp16 overflow is normally handled. Returns 1 and says
+// why in `why` when it did.
+int exp_diverged(Precision precision, double train_loss, double val_loss, int batches, long steps,
+                 char *why, size_t whylen);
+// After the epoch's row is logged: when exp_diverged says so, stops the run with a clear message
+// (the epoch, the loss, try a lower --lr), writes the CSV and a JSON marked "status": "diverged",
+// writes no .pth (and removes a previous run's .pth and predictions, which would otherwise pass for
+// this run's), and exits with status 3. The last checkpoint (of the epoch before) is kept.
+void exp_check_divergence(Experiment *x, int epoch, int batches, long steps);
 
 #endif // EXPERIMENT_H

@@ -45,6 +45,10 @@ struct Backend {
     DeviceKind device;
     Precision precision;   // fp16 = autocast-style mixed precision (CUDA only)
     char description[128]; // "CPU: 2 threads, oneDNN" / "CUDA: NVIDIA H100 80GB, cuDNN 9.x"
+    // Which kernel table computes (part of the caches' keys and of a checkpoint's identity, so
+    // that results of one table are never taken for another's): "cpu-reference", "cpu-fast
+    // onednn 3.0.0"; "" = the description says it (the CUDA backend).
+    char kernels[64];
     void *priv;
 
     // -- tensors ---------------------------------------------------------------------------

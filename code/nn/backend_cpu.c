@@ -616,6 +616,7 @@ Backend *backend_cpu_create(Precision precision, char *err, size_t errlen) {
 #endif
     snprintf(be->description, sizeof(be->description), "CPU: %d thread%s, reference kernels",
              threads, threads == 1 ? "" : "s");
+    snprintf(be->kernels, sizeof be->kernels, "cpu-reference");
     be->tensor_new = tensor_new;
     be->tensor_free = tensor_free;
     be->tensor_upload = tensor_upload;

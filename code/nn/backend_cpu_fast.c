@@ -602,4 +602,6 @@ void cpu_fast_install(Backend *be) {
     const dnnl_version_t *v = dnnl_version();
     snprintf(be->description, sizeof be->description, "CPU: %d thread%s, oneDNN %d.%d.%d",
              threads, threads == 1 ? "" : "s", v->major, v->minor, v->patch);
+    snprintf(be->kernels, sizeof be->kernels, "cpu-fast onednn %d.%d.%d", v->major, v->minor,
+             v->patch);
 }
