@@ -30,3 +30,10 @@ foreach(variant cached-eval-bn bn-train fine-tune)
                    ${PETS_SHARED_DIR} ${variant})
   set_tests_properties(experiments-parity-${variant} PROPERTIES SKIP_RETURN_CODE 77)
 endforeach()
+
+# Chapter 07 (data efficiency): its helpers (subsets, baselines against a direct computation, the
+# run table).
+add_executable(test-few-shot tests/test_few_shot.c)
+target_link_libraries(test-few-shot PRIVATE experiment)
+target_include_directories(test-few-shot PRIVATE tests)
+add_test(NAME few-shot-unit COMMAND test-few-shot ${CMAKE_CURRENT_BINARY_DIR}/few-shot-unit.tmp)
