@@ -170,7 +170,7 @@ static void parse_methods(const char *list, int use[N_METHODS]) {
         else if (strcmp(t, "fe") == 0) use[M_FE] = 1;
         else if (strcmp(t, "ft") == 0) use[M_FT] = 1;
         else if (strcmp(t, "prototype") == 0) use[M_PROTOTYPE] = 1;
-        else die("--methods: unknown method '%s' (expected a list of fe, ft, prototype, knn)", t);
+        else fs_bad_option("--methods: unknown method '%s' (expected fe, ft, prototype, knn)", t);
     }
 }
 
@@ -217,9 +217,15 @@ static void write_results(const Experiment *x, const FsRow *rows, int n, const i
         }
         snprintf(key, sizeof key, "%s_seconds", METHOD[m]);
         results_num(&r, key, seconds);
-        snprintf(key, sizeof key, "%s_max_k", METHOD[m]); // the largest k measured
+        snprintf(key, sizeof key, "%s_max_k", METHOD[m]); // the largest k measured, its accuracy
         if (kmax >= 0) fs_k_name(kmax, kn, sizeof kn);
         results_str(&r, key, kmax >= 0 ? kn : "none");
+        FsStat st;
+        fs_stat(rows, n, METHOD[m], kmax, classes, &st);
+        snprintf(key, sizeof key, "%s_kmax_acc_mean", METHOD[m]);
+        results_num(&r, key, kmax >= 0 ? st.mean : NAN);
+        snprintf(key, sizeof key, "%s_kmax_acc_std", METHOD[m]);
+        results_num(&r, key, kmax >= 0 ? st.std : NAN);
     }
     const char *names[2] = {"fe", "ft"};
     for (int j = 0; j < 2; j++) {
@@ -242,17 +248,6 @@ static void write_results(const Experiment *x, const FsRow *rows, int n, const i
 }
 // endregion
 
-// Writes the finished runs of the plan to the CSV, atomically.
-static void save_rows(const char *csv, const FsRow *rows, const uint8_t *filled, int n) {
-    char err[1024];
-    FsRow *out = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(FsRow));
-    int m = 0;
-    for (int i = 0; i < n; i++)
-        if (filled[i]) out[m++] = rows[i];
-    if (fs_write_rows(csv, out, m, err, sizeof err)) die("%s", err);
-    free(out);
-}
-
 typedef struct {
     int m, k, epochs, n;
     long long seed;
@@ -272,9 +267,9 @@ int main(int argc, char **argv) {
     int use[N_METHODS] = {0}, ft_max_k = 0, seeds = seeds_opt ? atoi(seeds_opt) : 3;
     parse_methods(methods ? methods : "fe,ft,prototype,knn", use);
     if (ft_max && strcmp(ft_max, "all") != 0 && (ft_max_k = atoi(ft_max)) < 1)
-        die("--ft-max-k expects a positive integer or all, got '%s'", ft_max);
-    if (seeds < 1 || seeds > 1000) die("--seeds expects an integer in 1..1000, got '%s'", seeds_opt);
-    if (a.lr != 0) die("--lr: chapter 07 keeps the rates of chapters 04 and 05 (see --help)");
+        fs_bad_option("--ft-max-k expects a positive integer or all, got '%s'", ft_max);
+    if (seeds < 1 || seeds > 1000) fs_bad_option("--seeds expects 1..1000, got '%s'", seeds_opt);
+    if (a.lr != 0) fs_bad_option("--lr: chapter 07 keeps the rates of chapters 04 and 05");
     // endregion
 
     Sweep w = {0};
@@ -363,7 +358,7 @@ int main(int argc, char **argv) {
         row->test_images = source_count(run->m == M_FT ? w.images[1] : w.head[1]);
         row->seconds = now_seconds() - t0;
         filled[i] = 1; // on disk at once (atomically): the CSV is the sweep's checkpoint
-        save_rows(csv, rows, filled, n_plan);
+        if (fs_write_rows(csv, rows, filled, n_plan, err, sizeof err)) die("%s", err);
         exp_note_interrupt(note);
         w.work_done += work_of(run->m, run->n, run->epochs, x->val.n);
         progress_update(&w.progress, w.work_done);
@@ -374,7 +369,8 @@ int main(int argc, char **argv) {
     }
     progress_finish(&w.progress);
     x->a.seed = a.seed;
-    save_rows(csv, rows, filled, n_plan); // the planned runs only, in order
+    // the planned runs only, in order
+    if (fs_write_rows(csv, rows, filled, n_plan, err, sizeof err)) die("%s", err);
     // endregion
 
     write_results(x, rows, n_plan, ks, nk, classes, kept, ft_max, seeds);

@@ -233,7 +233,7 @@ static void test_table(const char *dir) {
     FsRow *back;
     int nb;
     CHECK(fs_read_rows(path, &back, &nb, err, sizeof err) == 0 && nb == 0, "missing file: %d rows", nb);
-    CHECK(fs_write_rows(path, rows, n, err, sizeof err) == 0, "write: %s", err);
+    CHECK(fs_write_rows(path, rows, NULL, n, err, sizeof err) == 0, "write: %s", err);
     CHECK(fs_read_rows(path, &back, &nb, err, sizeof err) == 0 && nb == n, "read back: %d rows %s", nb, err);
     for (int i = 0; i < nb && i < n; i++) {
         CHECK(!strcmp(back[i].method, rows[i].method) && back[i].per_class == rows[i].per_class &&
@@ -245,6 +245,11 @@ static void test_table(const char *dir) {
     CHECK(fs_find(back, nb, "fe", 5, 0, "0123456789abcdef") != NULL, "fs_find fe k=5");
     CHECK(fs_find(back, nb, "fe", 5, 0, "0123456789abcdee") == NULL, "fs_find: another config");
     CHECK(fs_find(back, nb, "fe", 5, 1, "0123456789abcdef") == NULL, "fs_find: another seed");
+    free(back);
+    const uint8_t keep[] = {0, 1, 0, 0, 1, 0, 0, 1}; // rows 1, 4 and 7 only
+    CHECK(fs_write_rows(path, rows, keep, n, err, sizeof err) == 0, "write kept rows: %s", err);
+    CHECK(fs_read_rows(path, &back, &nb, err, sizeof err) == 0 && nb == 3 && back[0].seed == 1 &&
+          back[1].per_class == 0 && !strcmp(back[2].method, "knn1"), "kept rows: %d", nb);
     free(back);
 
     FsStat s;

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,13 +210,15 @@ int fs_read_rows(const char *path, FsRow **rows, int *n, char *err, size_t errle
     return rc;
 }
 
-int fs_write_rows(const char *path, const FsRow *rows, int n, char *err, size_t errlen) {
+int fs_write_rows(const char *path, const FsRow *rows, const uint8_t *keep, int n, char *err,
+                  size_t errlen) {
     AtomicFile af;
     FILE *f = afile_open(&af, path, err, errlen);
     if (!f) return -1;
     fprintf(f, "%s\n", HEADER);
     for (int i = 0; i < n; i++) {
         const FsRow *r = &rows[i];
+        if (keep && !keep[i]) continue;
         char k[16];
         fs_k_name(r->per_class, k, sizeof k);
         fprintf(f, "%s,%s,%lld,%d,%d,%d,%d,%.9g,", r->method, k, r->seed, r->train_images,
@@ -299,6 +302,16 @@ int fs_k_overtakes(const FsRow *rows, int n, const char *a, const char *b, const
 // ----------------------------------------------------------------------------
 // command line
 
+void fs_bad_option(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputs(" (see --help)\n", stderr);
+    va_end(ap);
+    exit(2);
+}
+
 void fs_k_name(int k, char *out, size_t len) {
     if (k > 0) snprintf(out, len, "%d", k);
     else snprintf(out, len, "all");
@@ -362,7 +375,6 @@ int fs_parse_ks(const char *opt, const char *list, int *ks, int max) {
     if (has_all) ks[n++] = 0;
     if (n > 0) return n;
 bad:
-    fprintf(stderr, "error: %s expects a comma-separated list of images per class (positive "
-            "integers or all), got '%s'\n", opt, list);
-    exit(2);
+    fs_bad_option("%s expects a comma-separated list of images per class (positive integers or "
+                  "all), got '%s'", opt, list);
 }

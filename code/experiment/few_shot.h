@@ -67,8 +67,10 @@ typedef struct {
 // Reads the rows of path into *rows (*n); a missing file is 0 rows. Returns 0, or -1 with
 // "path:line: what was expected" in err.
 int fs_read_rows(const char *path, FsRow **rows, int *n, char *err, size_t errlen);
-// Writes the rows to path atomically (the header line first). Returns 0 or -1 with err.
-int fs_write_rows(const char *path, const FsRow *rows, int n, char *err, size_t errlen);
+// Writes the rows to path atomically (the header line first), only those whose keep flag is 1
+// when keep is not NULL. Returns 0 or -1 with err.
+int fs_write_rows(const char *path, const FsRow *rows, const uint8_t *keep, int n, char *err,
+                  size_t errlen);
 // The row of (method, per_class, seed, config), or NULL.
 const FsRow *fs_find(const FsRow *rows, int n, const char *method, int per_class, long long seed,
                      const char *config);
@@ -98,6 +100,8 @@ int fs_k_overtakes(const FsRow *rows, int n, const char *a, const char *b, const
 // ----------------------------------------------------------------------------
 // command line
 
+// A bad option: prints "error: <message> (see --help)" and exits 2, as exp_parse_args does.
+__attribute__((noreturn, format(printf, 1, 2))) void fs_bad_option(const char *fmt, ...);
 // Removes "--name VALUE" or "--name=VALUE" from argv (argc updated) and returns VALUE, or NULL
 // when the option is absent (a missing value exits 2 with a message).
 char *fs_take_option(int *argc, char **argv, const char *name);
