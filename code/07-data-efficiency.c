@@ -201,8 +201,9 @@ static void write_results(const Experiment *x, const FsRow *rows, int n, const i
     results_int(&r, "runs", n), results_int(&r, "runs_reused", kept);
     for (int m = 0; m < N_METHODS; m++) {
         int kmax = -1;
-        double seconds = 0;
-        for (int i = 0; i < n; i++) seconds += strcmp(rows[i].method, METHOD[m]) ? 0 : rows[i].seconds;
+        double seconds = 0, runs = 0;
+        for (int i = 0; i < n; i++)
+            if (strcmp(rows[i].method, METHOD[m]) == 0) seconds += rows[i].seconds, runs++;
         for (int i = 0; i < nk; i++) {
             FsStat st;
             if (!fs_stat(rows, n, METHOD[m], ks[i], classes, &st)) continue;
@@ -217,7 +218,9 @@ static void write_results(const Experiment *x, const FsRow *rows, int n, const i
         }
         snprintf(key, sizeof key, "%s_seconds", METHOD[m]);
         results_num(&r, key, seconds);
-        snprintf(key, sizeof key, "%s_max_k", METHOD[m]); // the largest k measured, its accuracy
+        snprintf(key, sizeof key, "%s_seconds_per_run", METHOD[m]);
+        results_num(&r, key, runs ? seconds / runs : NAN);
+        snprintf(key, sizeof key, "%s_largest_k", METHOD[m]); // the largest k run, its accuracy
         if (kmax >= 0) fs_k_name(kmax, kn, sizeof kn);
         results_str(&r, key, kmax >= 0 ? kn : "none");
         FsStat st;
@@ -339,7 +342,7 @@ int main(int argc, char **argv) {
     printf("sweep: %d runs, %d done before\n", n_plan, kept);
     char *note = xasprintf("interrupted: the runs finished so far are saved in %s; run the same "
                            "command again to go on from there", csv);
-    progress_start(&w.progress, "sweep", "work", total > 0 ? total : 1);
+    if (total > 0) progress_start(&w.progress, "sweep", "work", total);
     for (int i = 0; i < n_plan; i++) {
         const Run *run = &plan[i];
         FsRow *row = &rows[i];
@@ -367,7 +370,7 @@ int main(int argc, char **argv) {
         printf("%-9s k=%-3s seed %lld: %4d images, %5d steps, test accuracy %.4f (%.1f s)\n",
                row->method, kn, run->seed, run->n, row->steps, row->accuracy, row->seconds);
     }
-    progress_finish(&w.progress);
+    if (total > 0) progress_finish(&w.progress);
     x->a.seed = a.seed;
     // the planned runs only, in order
     if (fs_write_rows(csv, rows, filled, n_plan, err, sizeof err)) die("%s", err);

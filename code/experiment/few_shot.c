@@ -15,6 +15,7 @@
 // ----------------------------------------------------------------------------
 // subsets and the epoch rule
 
+// region: subset
 int fs_subset(const PetSplit *ds, const uint8_t *ok, int per_class, uint64_t seed, int *items) {
     int *pool = xmalloc((size_t)(ds->n > 0 ? ds->n : 1) * sizeof(int));
     uint8_t *take = xcalloc((size_t)(ds->n > 0 ? ds->n : 1), 1);
@@ -40,6 +41,7 @@ int fs_subset(const PetSplit *ds, const uint8_t *ok, int per_class, uint64_t see
     free(take);
     return n;
 }
+// endregion
 
 int fs_write_subsets(const char *path, const PetSplit *ds, const uint8_t *ok, const int *ks, int nk,
                      long long seed0, int seeds, char *err, size_t errlen) {
@@ -136,6 +138,7 @@ double fs_knn_accuracy(const float *train_f, const int *train_label, const int *
             while (j > 0 && s > sim[j - 1]) sim[j] = sim[j - 1], who[j] = who[j - 1], j--;
             sim[j] = s, who[j] = i;
         }
+        // region: knn-vote
         memset(votes, 0, (size_t)classes * sizeof(double));
         memset(sums, 0, (size_t)classes * sizeof(double));
         for (int j = 0; j < m; j++) {
@@ -146,6 +149,7 @@ double fs_knn_accuracy(const float *train_f, const int *train_label, const int *
         int best = 0;
         for (int c = 1; c < classes; c++)
             if (votes[c] > votes[best] || (votes[c] == votes[best] && sums[c] > sums[best])) best = c;
+        // endregion
         correct += m > 0 && best == test_label[t];
         seen++;
     }
