@@ -2,7 +2,7 @@
 #   gnuplot -c figures/07-data-efficiency.gp results/07-data-efficiency.summary.csv OUT.pdf \
 #           X_FULL ACC_04 ACC_05
 # The summary (written by build/07-data-efficiency) has one line per method and k:
-#   method,per_class,images_per_class,runs,acc_mean,acc_std,acc_min,acc_max
+#   method,k,per_breed,runs,acc_mean,acc_std,acc_min,acc_max   (per_breed: mean images per breed)
 # Each method is a curve through its means (log x axis: images per breed); the bars span the
 # lowest to the highest run of the seeds. X_FULL is the number of images per breed of the whole
 # training split, ACC_04 and ACC_05 the final accuracies of chapters 4 and 5 (their results JSON;

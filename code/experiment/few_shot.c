@@ -271,7 +271,7 @@ int fs_write_summary(const char *path, const FsRow *rows, int n, const char *con
     AtomicFile af;
     FILE *f = afile_open(&af, path, err, errlen);
     if (!f) return -1;
-    fprintf(f, "method,per_class,images_per_class,runs,acc_mean,acc_std,acc_min,acc_max\n");
+    fprintf(f, "method,k,per_breed,runs,acc_mean,acc_std,acc_min,acc_max\n");
     for (int m = 0; m < n_methods; m++)
         for (int i = 0; i < nk; i++) {
             FsStat s;

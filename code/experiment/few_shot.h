@@ -83,7 +83,7 @@ typedef struct {
 // Statistics of the rows of (method, per_class); returns the number of runs (0: none).
 int fs_stat(const FsRow *rows, int n, const char *method, int per_class, int classes, FsStat *s);
 
-// Writes per (method, k) with runs: method,per_class,images_per_class,runs,acc_mean,acc_std,
+// Writes per (method, k) with runs: method,k,per_breed,runs,acc_mean,acc_std,
 // acc_min,acc_max (atomically; the figure and the chapter's table read it).
 int fs_write_summary(const char *path, const FsRow *rows, int n, const char *const *methods,
                      int n_methods, const int *ks, int nk, int classes, char *err, size_t errlen);
