@@ -30,56 +30,8 @@ static const char ABOUT[] =
     "feature extraction). By default BatchNorm stays in eval mode and the backbone's features are\n"
     "computed once and cached; --bn-train reproduces the tutorial's model.train() behaviour.";
 
-// region: feature-cache
-// The frozen backbone in eval mode is a fixed function: an image's 512 pooled features never
-// change, so compute them once for the whole split and keep them on disk. The cache key covers
-// the weights file (SHA-256), the split (annotations, file names, sizes, dates), the
-// preprocessing version and what computed the features (this build, stb_image, the backend's
-// kernel table, the precision); the file's checksum is verified whenever it is opened.
-static float *cached_features(Experiment *x, int s, uint8_t **ok_out) {
-    const PetSplit *ds = s ? &x->val : &x->train;
-    const size_t row = RESNET34_FEATURES * sizeof(float);
-    float *features = xcalloc((size_t)ds->n, row); // (n, 512)
-    uint8_t *ok = xcalloc((size_t)ds->n, 1);       // (n) 1 where the image decoded
-    char key[65], err[1024];
-    char *path = exp_feature_cache_path(x, s, key);
-    Cache c;
-    if (cache_open(&c, path, CACHE_KIND_FEATURES, key, ds, row) == 0) {
-        memcpy(features, c.data, (size_t)ds->n * row);
-        memcpy(ok, c.ok, (size_t)ds->n);
-        cache_close(&c);
-        printf("cache: %s (features of the %s split, reused)\n", path, ds->split);
-        if (strcmp(x->cache_status, "none") == 0) x->cache_status = "hit";
-    } else {
-        double t0 = now_seconds();
-        float *batch_features = xmalloc((size_t)x->a.batch_size * row);
-        Source *images = source_images(x, s, NULL); // decodes the JPEGs on all cores
-        char *label = xasprintf("features %s", ds->split);
-        source_start(images, -1, label);
-        XBatch b;
-        while (source_next(images, &b)) {
-            resnet34_forward(x->model, b.x, b.n, PREP_CROP, PREP_CROP, /*bn_train=*/0);
-            resnet34_features(x->model, batch_features); // (b.n, 512)
-            for (int k = 0; k < b.n; k++) {
-                memcpy(features + (size_t)b.index[k] * RESNET34_FEATURES,
-                       batch_features + (size_t)k * RESNET34_FEATURES, row);
-                ok[b.index[k]] = 1;
-            }
-        }
-        source_free(images);
-        free(label);
-        free(batch_features);
-        if (cache_write(path, CACHE_KIND_FEATURES, key, ds, ok, row, features, err, sizeof err))
-            die("%s (pass --cache DIR to put the cache elsewhere)", err);
-        x->feature_seconds += now_seconds() - t0;
-        x->setup_seconds += now_seconds() - t0;
-        x->cache_status = "built";
-    }
-    free(path);
-    *ok_out = ok;
-    return features;
-}
-// endregion
+// The features of the frozen backbone come from exp_feature_cache (experiment/exp_data.c):
+// computed once per split, weights and device, then read from disk.
 
 // One pass over the validation split in eval mode; keeps the logits for the predictions file.
 static void validate(Experiment *x, Source *val, double *loss, int *correct) {
@@ -132,7 +84,7 @@ int main(int argc, char **argv) {
         train = source_images(&x, 0, &crops[0]);
         val = source_images(&x, 1, &crops[1]);
     } else {
-        for (int s = 0; s < 2; s++) features[s] = cached_features(&x, s, &ok[s]);
+        for (int s = 0; s < 2; s++) features[s] = exp_feature_cache(&x, s, &ok[s]);
         train = source_features(&x, 0, features[0], ok[0]);
         val = source_features(&x, 1, features[1], ok[1]);
     }

@@ -18,6 +18,10 @@ target_link_libraries(04-feature-extraction PRIVATE experiment)
 add_executable(05-fine-tuning code/05-fine-tuning.c)
 target_link_libraries(05-fine-tuning PRIVATE experiment)
 
+# 07: feature extraction against fine-tuning by training-set size (04's feature cache, 05's crops).
+add_executable(07-data-efficiency code/07-data-efficiency.c)
+target_link_libraries(07-data-efficiency PRIVATE experiment)
+
 # 06 reads the results of 04 and 05: their logs with petresults' run-file readers, their JSON
 # with docgen_lib's flat JSON reader; it draws with petfigure and takes class names from petdata.
 add_executable(06-comparison code/06-comparison.c)

@@ -33,3 +33,15 @@ foreach(variant cached-eval-bn bn-train fine-tune)
                    ${PETS_SHARED_DIR} ${variant})
   set_tests_properties(experiments-parity-${variant} PROPERTIES SKIP_RETURN_CODE 77)
 endforeach()
+
+# Chapter 07 (data efficiency): its helpers (subsets, baselines against a direct computation, the
+# run table) and the program end to end on the 3-class subset with random weights and tiny
+# settings (CSV schema and rows, subsets, rerun determinism, resume of a killed sweep).
+add_executable(test-few-shot tests/test_few_shot.c)
+target_link_libraries(test-few-shot PRIVATE experiment)
+target_include_directories(test-few-shot PRIVATE tests)
+add_test(NAME few-shot-unit COMMAND test-few-shot ${CMAKE_CURRENT_BINARY_DIR}/few-shot-unit.tmp)
+add_test(NAME data-efficiency
+         COMMAND sh ${CMAKE_SOURCE_DIR}/tests/test_data_efficiency.sh ${CMAKE_BINARY_DIR}
+                 ${CMAKE_CURRENT_BINARY_DIR}/data-efficiency.tmp ${PETS_SHARED_DIR})
+set_tests_properties(data-efficiency PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 600)

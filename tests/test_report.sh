@@ -2,7 +2,8 @@
 # tests/test_report.sh SRC BUILD SHARED SCRATCH: `make report`'s document half (Makefile.doc) end to
 # end, with every output redirected into SCRATCH so that the developer's results/, figures/ and
 # report.pdf are left alone.
-#   1. chapters 01-03 on the real 3-breed subset SHARED: the programs run, report.pdf is rendered,
+#   1. chapters 01-03 on the real 3-breed subset SHARED (04-07 too, on random weights and tiny
+#      settings): the programs run, report.pdf is rendered,
 #      its text holds the numbers of results/*.json and no unexpanded placeholder;
 #   2. make's dependencies: a second run does nothing; a newer results file of chapter 03 redoes
 #      that chapter's text and the PDF only, no program;
@@ -25,10 +26,11 @@ cd "$SRC"
 fail() { echo "FAIL: $*"; exit 1; }
 
 OUT="RESULTS=$SCRATCH/results FIGURES=$SCRATCH/figures REPORT=$SCRATCH/report.pdf DOCBUILD=$SCRATCH/doc"
-# chapters 04-06 with a random backbone (no ImageNet weights here), 2 epochs on 32 images per split
-TRAIN="WEIGHTS=random EPOCHS04=2 EPOCHS05=2"
+# chapters 04-07 with a random backbone (no ImageNet weights here), 2 epochs on 32 images per split;
+# 07 with k = 1 and all, 2 seeds (fine-tuning at k = 1 only, the default FT_MAX_K)
+TRAIN="WEIGHTS=random EPOCHS04=2 EPOCHS05=2 EPOCHS07=2"
 doc() { make --no-print-directory -f Makefile.doc BUILD="$BUILD" PETS_ROOT="$SHARED" $OUT $TRAIN \
-          "TRAIN_ARGS=--limit 32" "$@"; }
+          "TRAIN_ARGS=--limit 32" "ARGS07=--per-class 1,all --seeds 2" "$@"; }
 
 # --- 1. the report of chapters 01-03
 doc >"$SCRATCH/make.log" 2>&1 || { cat "$SCRATCH/make.log"; fail "make -f Makefile.doc failed"; }
@@ -68,14 +70,22 @@ grep -qE "^ *PNG +1 +0 +0 +0 levels" "$SCRATCH/report-layout.txt" ||
 # chapters 04-06: their results and figures; every one of their pages carries the random-weights
 # mark (they ran with WEIGHTS=random), no page of chapters 01-03 does
 for f in 04-feature-extraction.json 04-feature-extraction-bn-train.json 05-fine-tuning.json \
-         06-comparison.json 06-comparison.csv; do
+         06-comparison.json 06-comparison.csv 07-data-efficiency.json 07-data-efficiency.csv \
+         07-data-efficiency.summary.csv; do
   [ -s "$SCRATCH/results/$f" ] || fail "results/$f not written"
 done
 for f in 04-training.pdf 05-training.pdf 06-val-acc.pdf 06-lr.pdf 06-confusion-finetune.pdf \
-         06-per-class.pdf 06-most-wrong-extract.png; do
+         06-per-class.pdf 06-most-wrong-extract.png 07-data-efficiency.pdf; do
   [ -s "$SCRATCH/figures/$f" ] || fail "figures/$f not written"
 done
 has "Feature extraction against fine-tuning"
+# chapter 07: its title, and a number of its prose and of its comparison table from its results
+has "How much data does transfer learning need?"
+fe1=$(sed -n 's/.*"fe_k1_acc_mean": *\([0-9.e-]*\).*/\1/p' "$SCRATCH/results/07-data-efficiency.json")
+has "With one image per breed, feature extraction reached $(awk -v v="$fe1" 'BEGIN { printf "%.1f", 100 * v }') %"
+acc05=$(sed -n 's/.*"final_val_acc": *\([0-9.e-]*\).*/\1/p' "$SCRATCH/results/05-fine-tuning.json")
+grep -qE "^ *chapter 5: fine-tuning, its recipe +all +$(awk -v v="$acc05" 'BEGIN { printf "%.1f", 100 * v }')\b" \
+  "$SCRATCH/report-layout.txt" || fail "chapter 07's table lacks chapter 05's accuracy"
 in_random=0
 p=1
 while [ $p -le "$pages" ]; do

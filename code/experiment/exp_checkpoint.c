@@ -232,3 +232,11 @@ int exp_resume(Experiment *x, Adam *opt, Plateau *p, GradScaler *s) {
     return n;
 }
 
+
+void exp_reset_adam(ResNet34 *m) {
+    for (int i = 0; i < resnet34_num_params(m); i++) {
+        Param *q = resnet34_param(m, i);
+        if (q->adam_m) q->adam_m->be->tensor_fill(q->adam_m, 0.0f);
+        if (q->adam_v) q->adam_v->be->tensor_fill(q->adam_v, 0.0f);
+    }
+}

@@ -307,6 +307,57 @@ char *exp_feature_cache_path(Experiment *x, int s, char key[65]) {
     return xasprintf("%s/features-%s-%.16s.f32", x->a.cache, ds->split, key);
 }
 
+// region: feature-cache
+// The frozen backbone in eval mode is a fixed function: an image's 512 pooled features never
+// change, so compute them once for the whole split and keep them on disk. The cache key covers
+// the weights file (SHA-256), the split (annotations, file names, sizes, dates), the
+// preprocessing version and what computed the features (this build, stb_image, the backend's
+// kernel table, the precision); the file's checksum is verified whenever it is opened.
+float *exp_feature_cache(Experiment *x, int s, uint8_t **ok_out) {
+    const PetSplit *ds = s ? &x->val : &x->train;
+    const size_t row = RESNET34_FEATURES * sizeof(float);
+    float *features = xcalloc((size_t)ds->n, row); // (n, 512)
+    uint8_t *ok = xcalloc((size_t)ds->n, 1);       // (n) 1 where the image decoded
+    char key[65], err[1024];
+    char *path = exp_feature_cache_path(x, s, key);
+    Cache c;
+    if (cache_open(&c, path, CACHE_KIND_FEATURES, key, ds, row) == 0) {
+        memcpy(features, c.data, (size_t)ds->n * row);
+        memcpy(ok, c.ok, (size_t)ds->n);
+        cache_close(&c);
+        printf("cache: %s (features of the %s split, reused)\n", path, ds->split);
+        if (strcmp(x->cache_status, "none") == 0) x->cache_status = "hit";
+    } else {
+        double t0 = now_seconds();
+        float *batch_features = xmalloc((size_t)x->a.batch_size * row);
+        Source *images = source_images(x, s, NULL); // decodes the JPEGs on all cores
+        char *label = xasprintf("features %s", ds->split);
+        source_start(images, -1, label);
+        XBatch b;
+        while (source_next(images, &b)) {
+            resnet34_forward(x->model, b.x, b.n, PREP_CROP, PREP_CROP, /*bn_train=*/0);
+            resnet34_features(x->model, batch_features); // (b.n, 512)
+            for (int k = 0; k < b.n; k++) {
+                memcpy(features + (size_t)b.index[k] * RESNET34_FEATURES,
+                       batch_features + (size_t)k * RESNET34_FEATURES, row);
+                ok[b.index[k]] = 1;
+            }
+        }
+        source_free(images);
+        free(label);
+        free(batch_features);
+        if (cache_write(path, CACHE_KIND_FEATURES, key, ds, ok, row, features, err, sizeof err))
+            die("%s (pass --cache DIR to put the cache elsewhere)", err);
+        x->feature_seconds += now_seconds() - t0;
+        x->setup_seconds += now_seconds() - t0;
+        x->cache_status = "built";
+    }
+    free(path);
+    *ok_out = ok;
+    return features;
+}
+// endregion
+
 // ----------------------------------------------------------------------------
 // batch sources
 
@@ -326,6 +377,7 @@ struct Source {
     int show;
     long done;
     int min_batch;             // smaller batches are skipped (BatchNorm in train mode needs 2)
+    int *subset, n_subset;     // passes over these items only (source_subset), or all
 };
 
 static int load_image(void *ctx, int index, void *out, char *err, size_t errlen) {
@@ -380,14 +432,27 @@ Source *source_features(Experiment *x, int s, const float *features, const uint8
 }
 
 int source_count(const Source *src) {
-    return src->ds->n - src->x->failed[src->s];
+    if (!src->subset) return src->ds->n - src->x->failed[src->s];
+    const uint8_t *ok = src->ok ? src->ok : src->crops ? src->crops->ok : NULL;
+    int n = 0;
+    for (int i = 0; i < src->n_subset; i++) n += !ok || ok[src->subset[i]];
+    return n;
+}
+
+void source_subset(Source *src, const int *items, int n) {
+    free(src->subset);
+    src->subset = xmalloc((size_t)(n > 0 ? n : 1) * sizeof(int));
+    memcpy(src->subset, items, (size_t)n * sizeof(int));
+    src->n_subset = n;
 }
 
 void source_start(Source *src, int epoch, const char *label) {
-    int n = src->ds->n;
+    int n = src->subset ? src->n_subset : src->ds->n;
     if (epoch >= 0) loader_permutation(src->order, n, src->x->a.seed, epoch);
     else
         for (int i = 0; i < n; i++) src->order[i] = i;
+    if (src->subset)
+        for (int i = 0; i < n; i++) src->order[i] = src->subset[src->order[i]];
     src->n_order = n;
     src->pos = 0;
     src->done = 0;
@@ -467,6 +532,7 @@ void source_free(Source *src) {
     if (!src) return;
     if (src->loader) loader_destroy(src->loader);
     free(src->order);
+    free(src->subset);
     free(src->xbuf);
     free(src->lbuf);
     free(src->ibuf);

@@ -252,6 +252,8 @@ static void on_interrupt(int sig) {
     _exit(128 + sig);
 }
 
+void exp_note_interrupt(const char *msg) { snprintf(interrupt_msg, sizeof interrupt_msg, "\n%s\n", msg); }
+
 void exp_note_saved(const Experiment *x, int epochs_saved) {
     snprintf(interrupt_msg, sizeof interrupt_msg,
              "\ninterrupted: %d of %d epochs are saved in %s/%s.ckpt; run the same command with "

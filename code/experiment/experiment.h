@@ -131,6 +131,10 @@ char *exp_device_id(const Experiment *x);
 char *exp_feature_cache_path(Experiment *x, int s, char key[65]);
 int cache_write(const char *path, uint32_t kind, const char *key, const PetSplit *ds,
                 const uint8_t *ok, size_t sample_bytes, const void *data, char *err, size_t errlen);
+// The (n, 512) pooled features of split s from the frozen backbone in eval mode, computed once
+// (one pass, decoding on all cores) and cached under that key; *ok (n) flags decoded images.
+// Both arrays are the caller's to free. Chapters 04 and 07 share the cache.
+float *exp_feature_cache(Experiment *x, int s, uint8_t **ok);
 enum { CACHE_KIND_CROPS = 1, CACHE_KIND_FEATURES = 2 };
 // Counts the images of split s whose ok flag is 0 into x->failed[s] and lists them (warning).
 void exp_report_failed(Experiment *x, int s, const uint8_t *ok, const char *from);
@@ -155,6 +159,9 @@ Source *source_features(Experiment *x, int s, const float *features, const uint8
 void source_start(Source *src, int epoch, const char *label);
 int source_next(Source *src, XBatch *b); // 0 at the end of the pass
 int source_count(const Source *src);     // usable samples per pass
+// Restricts every later pass to items[0..n) (indices into the split; copied), as if the split
+// held only those: shuffles permute them with the seed, source_count counts them.
+void source_subset(Source *src, const int *items, int n);
 void source_free(Source *src);
 
 // Keeps the logits of a validation batch (from the last forward) for the predictions file.
@@ -170,6 +177,10 @@ void exp_log_epoch(Experiment *x, int epoch, ExpRow row);
 void exp_checkpoint(Experiment *x, const Adam *opt, const Plateau *p, const GradScaler *s);
 // Updates the message printed on Ctrl-C / SIGTERM (how many epochs are saved, how to resume).
 void exp_note_saved(const Experiment *x, int epochs_saved);
+// Zeroes Adam's moments of every parameter (a new optimizer on the same model).
+void exp_reset_adam(ResNet34 *m);
+// Sets that message to msg (a program whose progress is saved otherwise than in a checkpoint).
+void exp_note_interrupt(const char *msg);
 // With --resume, restores a checkpoint of the same configuration; returns the epochs it holds
 // (0 without --resume or without a checkpoint).
 int exp_resume(Experiment *x, Adam *opt, Plateau *p, GradScaler *s);
