@@ -6,13 +6,14 @@
 // - the memory-bound layers (batch norm, ReLU, residual add, pooling, linear, Adam, fills) are
 //   written here as vectorisable loops, split over threads with OpenMP (the same thread pool
 //   oneDNN uses).
-// Threads: PETS_THREADS, else OMP_NUM_THREADS, else every online core. PETS_CPU_REFERENCE=1 keeps
+// Threads: PETS_THREADS, else OMP_NUM_THREADS, else every online core, read when the backend is
+// created and kept in its priv (with the oneDNN plans): backends do not share state, and the
+// process's OpenMP default is left alone. PETS_CPU_REFERENCE=1 keeps
 // the reference kernels (the tests compare every fast kernel against them: tests/test_cpu_fast.c).
 #include "nn/backend_cpu_fast.h"
 
 #include <math.h>
 #include <oneapi/dnnl/dnnl.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,13 +24,19 @@
 #include "nn/train.h"
 
 // ----------------------------------------------------------------------------
-// shared state: one oneDNN convolution cache per process, released with the last backend
+// per-backend state (be->priv): nothing here is process-wide, so two fast backends (say with
+// different thread counts) live side by side. Every parallel region names its backend's thread
+// count (num_threads), and the convolutions set it only for the duration of a oneDNN call.
 
-static struct {
-    CpuConv *conv;
-    int refs;
-    void (*destroy)(Backend *be); // the table's own destroy, called after ours
-} g_fast;
+typedef struct {
+    CpuConv *conv;                     // oneDNN plans and scratch buffers
+    int threads;
+    void *base_priv;                   // the reference table's priv, given back before its destroy
+    void (*base_destroy)(Backend *be); // the reference table's destroy, called after ours
+} FastState;
+
+static inline FastState *FS(const Backend *be) { return (FastState *)be->priv; }
+static inline int NT(const Backend *be) { return FS(be)->threads; }
 
 static inline float *F(const Tensor *t) { return (float *)t->data; }
 
@@ -49,7 +56,7 @@ static void need_same_shape(const char *op, const Tensor *a, const Tensor *b) {
 static void fast_tensor_fill(Tensor *t, float value) {
     float *p = F(t);
     size_t n = t->numel;
-#pragma omp parallel for simd schedule(static) if (parallel : n >= PAR_MIN)
+#pragma omp parallel for simd schedule(static) num_threads(NT(t->be)) if (parallel : n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) p[i] = value;
 }
 
@@ -59,7 +66,7 @@ static void fast_tensor_copy(Tensor *dst, const Tensor *src) {
     size_t n = src->numel, nchunks = (n + chunk - 1) / chunk;
     float *d = F(dst);
     const float *s = F(src);
-#pragma omp parallel for schedule(static) if (parallel : n >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(NT(dst->be)) if (parallel : n >= PAR_MIN)
     for (size_t i = 0; i < nchunks; i++) {
         size_t lo = i * chunk, len = lo + chunk < n ? chunk : n - lo;
         memcpy(d + lo, s + lo, len * sizeof(float));
@@ -70,7 +77,8 @@ static int fast_tensor_nonfinite(const Tensor *t) {
     const uint32_t *p = (const uint32_t *)t->data;
     size_t n = t->numel;
     int bad = 0;
-#pragma omp parallel for simd reduction(| : bad) schedule(static) if (parallel : n >= PAR_MIN)
+#pragma omp parallel for simd reduction(| : bad) schedule(static) \
+    num_threads(NT(t->be)) if (parallel : n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) bad |= (p[i] & 0x7f800000u) == 0x7f800000u;
     return bad;
 }
@@ -90,18 +98,16 @@ static ConvShape conv_shape(const char *op, const Tensor *x, const Tensor *w, co
 
 static void fast_conv2d_forward(Backend *be, const Tensor *x, const Tensor *w, Tensor *y,
                                 int stride, int pad) {
-    (void)be;
     ConvShape sh = conv_shape("conv2d_forward", x, w, y, stride, pad);
-    cpu_conv_forward(g_fast.conv, &sh, F(x), F(w), F(y));
+    cpu_conv_forward(FS(be)->conv, &sh, F(x), F(w), F(y));
 }
 
 static void fast_conv2d_backward(Backend *be, const Tensor *x, const Tensor *w, const Tensor *dy,
                                  Tensor *dx, Tensor *dw, int stride, int pad) {
-    (void)be;
     ConvShape sh = conv_shape("conv2d_backward", x, w, dy, stride, pad);
     if (dx) need_same_shape("conv2d_backward dx", dx, x);
     if (dw) need_same_shape("conv2d_backward dw", dw, w);
-    cpu_conv_backward(g_fast.conv, &sh, F(x), F(w), F(dy), dx ? F(dx) : NULL, dw ? F(dw) : NULL);
+    cpu_conv_backward(FS(be)->conv, &sh, F(x), F(w), F(dy), dx ? F(dx) : NULL, dw ? F(dw) : NULL);
 }
 
 // ----------------------------------------------------------------------------
@@ -129,7 +135,6 @@ static void channel_moments(const float *x, int n, size_t row_stride, size_t hw,
 
 static void fast_batchnorm_forward(Backend *be, const Tensor *x, BatchNorm *bn, Tensor *y,
                                    int training) {
-    (void)be;
     need_same_shape("batchnorm_forward", x, y);
     const int N = x->n, C = x->c;
     const size_t HW = (size_t)x->h * x->w, CHW = (size_t)C * HW;
@@ -141,7 +146,7 @@ static void fast_batchnorm_forward(Backend *be, const Tensor *x, BatchNorm *bn, 
     float *yp = F(y), *rm = F(bn->running_mean), *rv = F(bn->running_var);
     float *sm = training ? F(bn->save_mean) : NULL, *si = training ? F(bn->save_invstd) : NULL;
     const float mom = bn->momentum, eps = bn->eps;
-#pragma omp parallel for schedule(static) if (x->numel >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(NT(be)) if (x->numel >= PAR_MIN)
     for (int c = 0; c < C; c++) {
         const float *xc = xp + c * HW;
         float mean, invstd;
@@ -177,7 +182,6 @@ static void fast_batchnorm_forward(Backend *be, const Tensor *x, BatchNorm *bn, 
 // with running statistics dx = dy * invstd * gamma; dgamma = sum(dy xhat), dbeta = sum(dy).
 static void fast_batchnorm_backward(Backend *be, const Tensor *x, BatchNorm *bn, const Tensor *dy,
                                     Tensor *dx, int training) {
-    (void)be;
     need_same_shape("batchnorm_backward", x, dy);
     if (dx) need_same_shape("batchnorm_backward dx", x, dx);
     const int N = x->n, C = x->c;
@@ -188,7 +192,7 @@ static void fast_batchnorm_backward(Backend *be, const Tensor *x, BatchNorm *bn,
     float *dg = bn->dweight ? F(bn->dweight) : NULL, *db = bn->dbias ? F(bn->dbias) : NULL;
     const int need_sums = (dxp && training) || dg || db; // eval-mode dx needs no sums
     if (!dxp && !need_sums) return;
-#pragma omp parallel for schedule(static) if (x->numel >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(NT(be)) if (x->numel >= PAR_MIN)
     for (int c = 0; c < C; c++) {
         float mean, invstd;
         if (training) {
@@ -239,34 +243,31 @@ static void fast_batchnorm_backward(Backend *be, const Tensor *x, BatchNorm *bn,
 // gradient as in PyTorch (x <= 0 is false for NaN).
 
 static void fast_relu_forward(Backend *be, const Tensor *x, Tensor *y) {
-    (void)be;
     need_same_shape("relu_forward", x, y);
     const float *xp = F(x);
     float *yp = F(y);
     size_t n = x->numel;
-#pragma omp parallel for simd schedule(static) if (parallel : n >= PAR_MIN)
+#pragma omp parallel for simd schedule(static) num_threads(NT(be)) if (parallel : n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) yp[i] = xp[i] <= 0.0f ? 0.0f : xp[i];
 }
 
 static void fast_relu_backward(Backend *be, const Tensor *y, const Tensor *dy, Tensor *dx) {
-    (void)be;
     need_same_shape("relu_backward", y, dy);
     need_same_shape("relu_backward dx", y, dx);
     const float *yp = F(y), *dyp = F(dy);
     float *dxp = F(dx);
     size_t n = y->numel;
-#pragma omp parallel for simd schedule(static) if (parallel : n >= PAR_MIN)
+#pragma omp parallel for simd schedule(static) num_threads(NT(be)) if (parallel : n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) dxp[i] = yp[i] <= 0.0f ? 0.0f : dyp[i];
 }
 
 static void fast_add_relu_forward(Backend *be, const Tensor *a, const Tensor *b, Tensor *y) {
-    (void)be;
     need_same_shape("add_relu_forward", a, b);
     need_same_shape("add_relu_forward y", a, y);
     const float *ap = F(a), *bp = F(b);
     float *yp = F(y);
     size_t n = a->numel;
-#pragma omp parallel for simd schedule(static) if (parallel : n >= PAR_MIN)
+#pragma omp parallel for simd schedule(static) num_threads(NT(be)) if (parallel : n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float s = ap[i] + bp[i];
         yp[i] = s <= 0.0f ? 0.0f : s;
@@ -274,13 +275,12 @@ static void fast_add_relu_forward(Backend *be, const Tensor *a, const Tensor *b,
 }
 
 static void fast_add_forward(Backend *be, const Tensor *a, const Tensor *b, Tensor *y) {
-    (void)be;
     need_same_shape("add_forward", a, b);
     need_same_shape("add_forward y", a, y);
     const float *ap = F(a), *bp = F(b);
     float *yp = F(y);
     size_t n = a->numel;
-#pragma omp parallel for simd schedule(static) if (parallel : n >= PAR_MIN)
+#pragma omp parallel for simd schedule(static) num_threads(NT(be)) if (parallel : n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) yp[i] = ap[i] + bp[i];
 }
 
@@ -305,13 +305,12 @@ static inline float max_nan(float m, float v) { return (v > m || isnan(v)) ? v :
 
 static void fast_maxpool_forward(Backend *be, const Tensor *x, Tensor *y, int k, int stride,
                                  int pad) {
-    (void)be;
     pool_check("maxpool_forward", x, y, k, stride, pad);
     const int H = x->h, W = x->w, P = y->h, Q = y->w;
     const long planes = (long)x->n * x->c;
     const float *xp = F(x);
     float *yp = F(y);
-#pragma omp parallel if (x->numel >= PAR_MIN)
+#pragma omp parallel num_threads(NT(be)) if (x->numel >= PAR_MIN)
     {
         float *cm = xmalloc(sizeof(float) * W);
 #pragma omp for schedule(static)
@@ -359,14 +358,13 @@ static void fast_maxpool_forward(Backend *be, const Tensor *x, Tensor *y, int k,
 // indices (neighbouring windows may share an input).
 static void fast_maxpool_backward(Backend *be, const Tensor *x, const Tensor *dy, Tensor *dx,
                                   int k, int stride, int pad) {
-    (void)be;
     pool_check("maxpool_backward", x, dy, k, stride, pad);
     need_same_shape("maxpool_backward dx", x, dx);
     const int H = x->h, W = x->w, P = dy->h, Q = dy->w;
     const long planes = (long)x->n * x->c;
     const float *xp = F(x), *dyp = F(dy);
     float *dxp = F(dx);
-#pragma omp parallel if (x->numel >= PAR_MIN)
+#pragma omp parallel num_threads(NT(be)) if (x->numel >= PAR_MIN)
     {
         float *best = xmalloc(sizeof(float) * Q);
         int *arg = xmalloc(sizeof(int) * Q);
@@ -411,7 +409,6 @@ static void fast_maxpool_backward(Backend *be, const Tensor *x, const Tensor *dy
 // adaptive average pool to 1x1
 
 static void fast_avgpool_forward(Backend *be, const Tensor *x, Tensor *y) {
-    (void)be;
     if (y->n != x->n || y->c != x->c || y->h != 1 || y->w != 1)
         die("backend_cpu_fast.c: avgpool_forward: y (%d, %d, %d, %d) is not (%d, %d, 1, 1)", y->n,
             y->c, y->h, y->w, x->n, x->c);
@@ -419,7 +416,7 @@ static void fast_avgpool_forward(Backend *be, const Tensor *x, Tensor *y) {
     const long planes = (long)x->n * x->c;
     const float *xp = F(x);
     float *yp = F(y);
-#pragma omp parallel for schedule(static) if (x->numel >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(NT(be)) if (x->numel >= PAR_MIN)
     for (long pl = 0; pl < planes; pl++) {
         const float *in = xp + pl * HW;
         double s = 0;
@@ -430,7 +427,6 @@ static void fast_avgpool_forward(Backend *be, const Tensor *x, Tensor *y) {
 }
 
 static void fast_avgpool_backward(Backend *be, const Tensor *dy, Tensor *dx) {
-    (void)be;
     if (dy->n != dx->n || dy->c != dx->c || dy->h != 1 || dy->w != 1)
         die("backend_cpu_fast.c: avgpool_backward: dy (%d, %d, %d, %d) is not (%d, %d, 1, 1)",
             dy->n, dy->c, dy->h, dy->w, dx->n, dx->c);
@@ -438,7 +434,7 @@ static void fast_avgpool_backward(Backend *be, const Tensor *dy, Tensor *dx) {
     const long planes = (long)dx->n * dx->c;
     const float *g = F(dy);
     float *out = F(dx);
-#pragma omp parallel for schedule(static) if (dx->numel >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(NT(be)) if (dx->numel >= PAR_MIN)
     for (long pl = 0; pl < planes; pl++) {
         const float v = g[pl] / (float)HW;
         float *o = out + pl * HW;
@@ -452,7 +448,6 @@ static void fast_avgpool_backward(Backend *be, const Tensor *dy, Tensor *dx) {
 
 static void fast_linear_forward(Backend *be, const Tensor *x, const Tensor *w, const Tensor *b,
                                 Tensor *y) {
-    (void)be;
     const int N = x->n, K = x->c * x->h * x->w, M = w->n;
     if ((size_t)w->numel != (size_t)M * K || y->n != N || y->numel != (size_t)N * M ||
         (b && b->numel != (size_t)M))
@@ -460,7 +455,7 @@ static void fast_linear_forward(Backend *be, const Tensor *x, const Tensor *w, c
             N, K, M, w->numel / (M ? M : 1), y->n, y->c);
     const float *xp = F(x), *wp = F(w), *bp = b ? F(b) : NULL;
     float *yp = F(y);
-#pragma omp parallel for collapse(2) schedule(static) if (w->numel >= PAR_MIN)
+#pragma omp parallel for collapse(2) schedule(static) num_threads(NT(be)) if (w->numel >= PAR_MIN)
     for (int n = 0; n < N; n++)
         for (int m = 0; m < M; m++) {
             const float *xr = xp + (size_t)n * K, *wr = wp + (size_t)m * K;
@@ -473,7 +468,6 @@ static void fast_linear_forward(Backend *be, const Tensor *x, const Tensor *w, c
 
 static void fast_linear_backward(Backend *be, const Tensor *x, const Tensor *w, const Tensor *dy,
                                  Tensor *dx, Tensor *dw, Tensor *db) {
-    (void)be;
     const int N = x->n, K = x->c * x->h * x->w, M = w->n;
     if ((size_t)w->numel != (size_t)M * K || dy->numel != (size_t)N * M ||
         (dx && dx->numel != x->numel) || (dw && dw->numel != w->numel) ||
@@ -483,7 +477,7 @@ static void fast_linear_backward(Backend *be, const Tensor *x, const Tensor *w, 
     const float *xp = F(x), *wp = F(w), *g = F(dy);
     if (dx) {
         float *out = F(dx);
-#pragma omp parallel for schedule(static) if (w->numel >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(NT(be)) if (w->numel >= PAR_MIN)
         for (int n = 0; n < N; n++) {
             float *o = out + (size_t)n * K;
             memset(o, 0, sizeof(float) * K);
@@ -496,7 +490,7 @@ static void fast_linear_backward(Backend *be, const Tensor *x, const Tensor *w, 
     }
     if (dw || db) {
         float *dwp = dw ? F(dw) : NULL, *dbp = db ? F(db) : NULL;
-#pragma omp parallel for schedule(static) if (w->numel >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(NT(be)) if (w->numel >= PAR_MIN)
         for (int m = 0; m < M; m++) {
             float *o = dwp ? dwp + (size_t)m * K : NULL;
             if (o) memset(o, 0, sizeof(float) * K);
@@ -522,7 +516,6 @@ static void fast_linear_backward(Backend *be, const Tensor *x, const Tensor *w, 
 static void fast_adam_update(Backend *be, Tensor *param, const Tensor *grad, Tensor *m, Tensor *v,
                              float lr, float beta1, float beta2, float eps, long step,
                              float inv_grad_scale) {
-    (void)be;
     need_same_shape("adam_update grad", param, grad);
     need_same_shape("adam_update m", param, m);
     need_same_shape("adam_update v", param, v);
@@ -532,7 +525,7 @@ static void fast_adam_update(Backend *be, Tensor *param, const Tensor *grad, Ten
     float *p = F(param), *mp = F(m), *vp = F(v);
     const float *gp = F(grad);
     size_t n = param->numel;
-#pragma omp parallel for simd schedule(static) if (parallel : n >= PAR_MIN)
+#pragma omp parallel for simd schedule(static) num_threads(NT(be)) if (parallel : n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float gi = gp[i] * inv_grad_scale;
         float mi = mp[i] * beta1 + omb1 * gi;
@@ -562,22 +555,25 @@ static int fast_threads(void) {
 }
 
 static void fast_destroy(Backend *be) {
-    void (*destroy)(Backend *) = g_fast.destroy;
-    if (--g_fast.refs == 0) {
-        cpu_conv_free(g_fast.conv);
-        g_fast.conv = NULL;
-    }
+    FastState *st = FS(be);
+    void (*destroy)(Backend *) = st->base_destroy;
+    be->priv = st->base_priv;
+    be->destroy = destroy;
+    cpu_conv_free(st->conv);
+    free(st);
     if (destroy) destroy(be);
 }
 
 void cpu_fast_install(Backend *be) {
     const char *ref = getenv("PETS_CPU_REFERENCE");
     if (ref && strcmp(ref, "1") == 0) return;
-    int threads = fast_threads();
-    omp_set_num_threads(threads);
-    if (!g_fast.conv) g_fast.conv = cpu_conv_create();
-    g_fast.refs++;
-    if (be->destroy != fast_destroy) g_fast.destroy = be->destroy;
+    if (be->destroy == fast_destroy) return; // installed already
+    FastState *st = xcalloc(1, sizeof *st);
+    int threads = st->threads = fast_threads();
+    st->conv = cpu_conv_create(threads);
+    st->base_priv = be->priv;
+    st->base_destroy = be->destroy;
+    be->priv = st;
     be->destroy = fast_destroy;
 
     be->tensor_fill = fast_tensor_fill;

@@ -10,6 +10,7 @@
 #include "nn/cpu_conv_dnnl.h"
 
 #include <oneapi/dnnl/dnnl.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -87,6 +88,7 @@ typedef struct {
 } Plan;
 
 struct CpuConv {
+    int threads;
     dnnl_engine_t eng;
     dnnl_stream_t stream;
     Plan *plans[MAX_PLANS];
@@ -280,8 +282,22 @@ static Plan *plan_get(CpuConv *cc, const ConvShape *sh, int need_bwd) {
 // ----------------------------------------------------------------------------
 // public API
 
-CpuConv *cpu_conv_create(void) {
+// oneDNN's OpenMP kernels run on the calling thread's OpenMP thread count (omp_get_max_threads()),
+// both when a plan is built (the kernels are tuned to it) and when it runs: each public call sets
+// this CpuConv's count and gives the caller's back at the end, leaving the caller's default alone.
+static int threads_enter(const CpuConv *cc) {
+    int saved = omp_get_max_threads();
+    if (saved != cc->threads) omp_set_num_threads(cc->threads);
+    return saved;
+}
+
+static void threads_leave(const CpuConv *cc, int saved) {
+    if (saved != cc->threads) omp_set_num_threads(saved);
+}
+
+CpuConv *cpu_conv_create(int threads) {
     CpuConv *cc = xcalloc(1, sizeof *cc);
+    cc->threads = threads > 0 ? threads : 1;
     DNNL_CHECK(dnnl_engine_create(&cc->eng, dnnl_cpu, 0), NULL);
     DNNL_CHECK(dnnl_stream_create(&cc->stream, cc->eng, dnnl_stream_default_flags), NULL);
     return cc;
@@ -307,7 +323,8 @@ static void run3(CpuConv *cc, Stage *s, int a0, dnnl_memory_t m0, void *p0, int 
     DNNL_CHECK(dnnl_primitive_execute(s->prim, cc->stream, 3, args), sh);
 }
 
-void cpu_conv_forward(CpuConv *cc, const ConvShape *sh, const float *x, const float *w, float *y) {
+static void conv_forward(CpuConv *cc, const ConvShape *sh, const float *x, const float *w,
+                         float *y) {
     Plan *pl = plan_get(cc, sh, 0);
     size_t big = pl->x_in.prim ? pl->x_in.bytes : 0;
     if (pl->y_out.prim && pl->y_out.bytes > big) big = pl->y_out.bytes;
@@ -319,7 +336,7 @@ void cpu_conv_forward(CpuConv *cc, const ConvShape *sh, const float *x, const fl
         for (int n0 = 0; n0 < sh->n; n0 += per) {
             ConvShape part = *sh;
             part.n = sh->n - n0 < per ? sh->n - n0 : per;
-            cpu_conv_forward(cc, &part, x + n0 * xs, w, y + n0 * ys);
+            conv_forward(cc, &part, x + n0 * xs, w, y + n0 * ys);
         }
         return;
     }
@@ -332,9 +349,14 @@ void cpu_conv_forward(CpuConv *cc, const ConvShape *sh, const float *x, const fl
     DNNL_CHECK(dnnl_stream_wait(cc->stream), sh);
 }
 
-void cpu_conv_backward(CpuConv *cc, const ConvShape *sh, const float *x, const float *w,
-                       const float *dy, float *dx, float *dw) {
-    if (!dx && !dw) return;
+void cpu_conv_forward(CpuConv *cc, const ConvShape *sh, const float *x, const float *w, float *y) {
+    int saved = threads_enter(cc);
+    conv_forward(cc, sh, x, w, y);
+    threads_leave(cc, saved);
+}
+
+static void conv_backward(CpuConv *cc, const ConvShape *sh, const float *x, const float *w,
+                          const float *dy, float *dx, float *dw) {
     Plan *pl = plan_get(cc, sh, 1);
     void *pdy = stage_in(cc, &pl->dy_in, dy, &cc->by, sh);
     if (dw) {
@@ -355,8 +377,18 @@ void cpu_conv_backward(CpuConv *cc, const ConvShape *sh, const float *x, const f
     DNNL_CHECK(dnnl_stream_wait(cc->stream), sh);
 }
 
+void cpu_conv_backward(CpuConv *cc, const ConvShape *sh, const float *x, const float *w,
+                       const float *dy, float *dx, float *dw) {
+    if (!dx && !dw) return;
+    int saved = threads_enter(cc);
+    conv_backward(cc, sh, x, w, dy, dx, dw);
+    threads_leave(cc, saved);
+}
+
 const char *cpu_conv_impl(CpuConv *cc, const ConvShape *sh, int which) {
+    int saved = threads_enter(cc);
     Plan *pl = plan_get(cc, sh, which > 0);
+    threads_leave(cc, saved);
     dnnl_primitive_desc_t pd = which == 0 ? pl->fwd.pd : which == 1 ? pl->bwd_d.pd : pl->bwd_w.pd;
     const char *s = "?";
     dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &s);

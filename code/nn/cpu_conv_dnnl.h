@@ -20,7 +20,9 @@ typedef struct {
     int stride, pad;  // same in both spatial dimensions
 } ConvShape;
 
-CpuConv *cpu_conv_create(void);
+// A convolution cache whose oneDNN kernels run on `threads` OpenMP threads (set for the duration
+// of each call below; the caller's OpenMP default is left as it was). Caches share nothing.
+CpuConv *cpu_conv_create(int threads);
 void cpu_conv_free(CpuConv *cc);
 
 // y = conv(x, w). x (N, C, H, W), w (K, C, R, S), y (N, K, P, Q), all NCHW float32.
