@@ -6,7 +6,8 @@
 //          backward through every layer, Adam over all weights.
 // It prints images per second, the achieved GFLOP/s (convolution and fc multiply-adds counted
 // exactly from the architecture, 2 FLOPs each), peak RSS, and that as a fraction of this
-// machine's FMA peak, measured by a short vector FMA loop on the same threads.
+// machine's FMA peak, measured by a short vector FMA loop on the same threads, and the version
+// of the oneDNN library the CPU convolutions ran on (onednn_version=, from dnnl_version()).
 //
 //   build/bench-resnet34 [--batch 32] [--iters 5] [--threads N] [--size 224]
 #define _POSIX_C_SOURCE 200809L
@@ -21,6 +22,7 @@
 
 #include "nn/backend.h"
 #include "core/common.h"
+#include "nn/cpu_conv_dnnl.h"
 #include "nn/resnet34.h"
 #include "nn/train.h"
 
@@ -282,6 +284,8 @@ int main(int argc, char **argv) {
     printf("# bench-resnet34: batch %d, %dx%d, %d classes, %d timed iterations after %d warm-up, "
            "%d threads, device %s %s\n",
            o.batch, o.size, o.size, o.classes, o.iters, o.warmup, o.threads, o.device, o.precision);
+    // The oneDNN the CPU convolutions run on (2.x on Debian 12, 3.x on Debian 13), at run time.
+    printf("onednn_version=%s\n", cpu_conv_onednn_version());
     printf("resnet34_forward_gflop_per_img=%.4f\n", fwd_flop / 1e9);
     printf("resnet34_train_gflop_per_img=%.4f\n", train_flop / 1e9);
 

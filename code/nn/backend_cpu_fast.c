@@ -13,7 +13,6 @@
 #include "nn/backend_cpu_fast.h"
 
 #include <math.h>
-#include <oneapi/dnnl/dnnl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -595,7 +594,6 @@ void cpu_fast_install(Backend *be) {
     be->linear_backward = fast_linear_backward;
     be->adam_update = fast_adam_update;
 
-    const dnnl_version_t *v = dnnl_version();
-    snprintf(be->description, sizeof be->description, "CPU: %d thread%s, oneDNN %d.%d.%d",
-             threads, threads == 1 ? "" : "s", v->major, v->minor, v->patch);
+    snprintf(be->description, sizeof be->description, "CPU: %d thread%s, oneDNN %s", threads,
+             threads == 1 ? "" : "s", cpu_conv_onednn_version());
 }

@@ -6,15 +6,17 @@
 // layouts (NCHW activations, OIHW = PyTorch's (K, C, R, S) weights) and the primitives' layouts.
 // A reorder whose two layouts are equal is skipped (e.g. the 3-channel input of conv1, which the
 // kernels read as NCHW). Reordered copies live in scratch buffers owned by the CpuConv, grown to
-// the largest shape seen and reused by every call.
+// the largest shape seen and reused by every call. The calls whose API differs between oneDNN 2
+// and 3 (memory descriptors, convolution descriptors) go through dnnl_compat.h.
 #include "nn/cpu_conv_dnnl.h"
 
-#include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/common.h"
+#include "nn/dnnl_compat.h"
 
 #define MAX_PLANS 64
 // A forward whose reordered input or output would need more scratch than this runs on
@@ -39,7 +41,8 @@ __attribute__((noreturn)) static void dnnl_fail(const char *what, dnnl_status_t 
             "reference kernels instead",
             what, (int)st, sh->n, sh->c, sh->h, sh->w, sh->k, sh->c, sh->r, sh->s, sh->stride,
             sh->pad);
-    die("cpu_conv_dnnl.c: oneDNN call %s failed (status %d); is libdnnl2 installed and working?",
+    die("cpu_conv_dnnl.c: oneDNN call %s failed (status %d); is oneDNN (Debian's libdnnl-dev) "
+        "installed and working?",
         what, (int)st);
 }
 
@@ -103,14 +106,13 @@ static int shape_eq(const ConvShape *a, const ConvShape *b) {
            a->stride == b->stride && a->pad == b->pad;
 }
 
-static dnnl_memory_t mem_none(CpuConv *cc, const dnnl_memory_desc_t *md, const ConvShape *sh) {
+static dnnl_memory_t mem_none(CpuConv *cc, DnnlMd md, const ConvShape *sh) {
     dnnl_memory_t m;
     DNNL_CHECK(dnnl_memory_create(&m, md, cc->eng, DNNL_MEMORY_NONE), sh);
     return m;
 }
 
-static void reorder_init(CpuConv *cc, Reorder *r, const dnnl_memory_desc_t *from,
-                         const dnnl_memory_desc_t *to, const ConvShape *sh) {
+static void reorder_init(CpuConv *cc, Reorder *r, DnnlMd from, DnnlMd to, const ConvShape *sh) {
     memset(r, 0, sizeof *r);
     if (dnnl_memory_desc_equal(from, to)) return;
     dnnl_primitive_desc_t pd;
@@ -150,84 +152,73 @@ static void *out_buf(Reorder *r, float *user, Buf *b) {
 }
 
 // An output reorder goes primitive layout -> user layout; its scratch has the primitive's size.
-static void reorder_init_out(CpuConv *cc, Reorder *r, const dnnl_memory_desc_t *prim_md,
-                             const dnnl_memory_desc_t *user_md, const ConvShape *sh) {
+static void reorder_init_out(CpuConv *cc, Reorder *r, DnnlMd prim_md, DnnlMd user_md,
+                             const ConvShape *sh) {
     reorder_init(cc, r, prim_md, user_md, sh);
     if (r->prim) r->bytes = dnnl_memory_desc_get_size(prim_md);
 }
 
-static void user_mds(const ConvShape *sh, dnnl_memory_desc_t *x, dnnl_memory_desc_t *w,
-                     dnnl_memory_desc_t *y, dnnl_format_tag_t act, dnnl_format_tag_t wei) {
+// The user (NCHW, OIHW) and "any" memory descriptors of a shape; dnnlc_conv_mds_free after use.
+static void conv_mds(const ConvShape *sh, DnnlConvMds *m) {
     dnnl_dims_t xd = {sh->n, sh->c, sh->h, sh->w}, wd = {sh->k, sh->c, sh->r, sh->s},
                 yd = {sh->n, sh->k, sh->p, sh->q};
-    DNNL_CHECK(dnnl_memory_desc_init_by_tag(x, 4, xd, dnnl_f32, act), sh);
-    DNNL_CHECK(dnnl_memory_desc_init_by_tag(w, 4, wd, dnnl_f32, wei), sh);
-    DNNL_CHECK(dnnl_memory_desc_init_by_tag(y, 4, yd, dnnl_f32, act), sh);
+    DNNL_CHECK(dnnlc_conv_mds_init(m, xd, wd, yd), sh);
 }
 
-static const dnnl_memory_desc_t *pd_md(dnnl_primitive_desc_t pd, dnnl_query_t what) {
+static DnnlMd pd_md(dnnl_primitive_desc_t pd, dnnl_query_t what) {
     return dnnl_primitive_desc_query_md(pd, what, 0);
 }
 
 static void plan_build_fwd(CpuConv *cc, Plan *pl) {
     const ConvShape *sh = &pl->sh;
-    dnnl_memory_desc_t ux, uw, uy, ax, aw, ay;
-    user_mds(sh, &ux, &uw, &uy, dnnl_nchw, dnnl_oihw);
-    user_mds(sh, &ax, &aw, &ay, dnnl_format_tag_any, dnnl_format_tag_any);
-    dnnl_dims_t strides = {sh->stride, sh->stride}, pad = {sh->pad, sh->pad};
-    dnnl_convolution_desc_t d;
-    DNNL_CHECK(dnnl_convolution_forward_desc_init(&d, dnnl_forward_training,
-                                                  dnnl_convolution_direct, &ax, &aw, NULL, &ay,
-                                                  strides, pad, pad), sh);
-    DNNL_CHECK(dnnl_primitive_desc_create(&pl->fwd.pd, &d, NULL, cc->eng, NULL), sh);
+    DnnlConvMds m;
+    conv_mds(sh, &m);
+    DNNL_CHECK(dnnlc_conv_forward_pd(&pl->fwd.pd, cc->eng, &m, sh->stride, sh->pad), sh);
     DNNL_CHECK(dnnl_primitive_create(&pl->fwd.prim, pl->fwd.pd), sh);
-    const dnnl_memory_desc_t *px = pd_md(pl->fwd.pd, dnnl_query_src_md),
-                             *pw = pd_md(pl->fwd.pd, dnnl_query_weights_md),
-                             *py = pd_md(pl->fwd.pd, dnnl_query_dst_md);
+    DnnlMd px = pd_md(pl->fwd.pd, dnnl_query_src_md), pw = pd_md(pl->fwd.pd, dnnl_query_weights_md),
+           py = pd_md(pl->fwd.pd, dnnl_query_dst_md);
     pl->m_src = mem_none(cc, px, sh);
     pl->m_wei = mem_none(cc, pw, sh);
     pl->m_dst = mem_none(cc, py, sh);
-    reorder_init(cc, &pl->x_in, &ux, px, sh);
-    reorder_init(cc, &pl->w_in, &uw, pw, sh);
-    reorder_init_out(cc, &pl->y_out, py, &uy, sh);
+    reorder_init(cc, &pl->x_in, dnnlc_md(&m.ux), px, sh);
+    reorder_init(cc, &pl->w_in, dnnlc_md(&m.uw), pw, sh);
+    reorder_init_out(cc, &pl->y_out, py, dnnlc_md(&m.uy), sh);
+    dnnlc_conv_mds_free(&m);
 }
 
 static void plan_build_bwd(CpuConv *cc, Plan *pl) {
     const ConvShape *sh = &pl->sh;
-    dnnl_memory_desc_t ux, uw, uy, ax, aw, ay;
-    user_mds(sh, &ux, &uw, &uy, dnnl_nchw, dnnl_oihw);
-    user_mds(sh, &ax, &aw, &ay, dnnl_format_tag_any, dnnl_format_tag_any);
-    dnnl_dims_t strides = {sh->stride, sh->stride}, pad = {sh->pad, sh->pad};
-    dnnl_convolution_desc_t d;
-    DNNL_CHECK(dnnl_convolution_backward_data_desc_init(&d, dnnl_convolution_direct, &ax, &aw, &ay,
-                                                        strides, pad, pad), sh);
-    DNNL_CHECK(dnnl_primitive_desc_create(&pl->bwd_d.pd, &d, NULL, cc->eng, pl->fwd.pd), sh);
+    DnnlConvMds m;
+    conv_mds(sh, &m);
+    DNNL_CHECK(dnnlc_conv_backward_data_pd(&pl->bwd_d.pd, cc->eng, &m, sh->stride, sh->pad,
+                                           pl->fwd.pd), sh);
     DNNL_CHECK(dnnl_primitive_create(&pl->bwd_d.prim, pl->bwd_d.pd), sh);
-    DNNL_CHECK(dnnl_convolution_backward_weights_desc_init(&d, dnnl_convolution_direct, &ax, &aw,
-                                                           NULL, &ay, strides, pad, pad), sh);
-    DNNL_CHECK(dnnl_primitive_desc_create(&pl->bwd_w.pd, &d, NULL, cc->eng, pl->fwd.pd), sh);
+    DNNL_CHECK(dnnlc_conv_backward_weights_pd(&pl->bwd_w.pd, cc->eng, &m, sh->stride, sh->pad,
+                                              pl->fwd.pd), sh);
     DNNL_CHECK(dnnl_primitive_create(&pl->bwd_w.prim, pl->bwd_w.pd), sh);
 
-    const dnnl_memory_desc_t *dsrc = pd_md(pl->bwd_d.pd, dnnl_query_diff_src_md),
-                             *bwei = pd_md(pl->bwd_d.pd, dnnl_query_weights_md),
-                             *ddst = pd_md(pl->bwd_d.pd, dnnl_query_diff_dst_md),
-                             *wsrc = pd_md(pl->bwd_w.pd, dnnl_query_src_md),
-                             *dwei = pd_md(pl->bwd_w.pd, dnnl_query_diff_weights_md),
-                             *wddst = pd_md(pl->bwd_w.pd, dnnl_query_diff_dst_md);
+    DnnlMd dsrc = pd_md(pl->bwd_d.pd, dnnl_query_diff_src_md),
+           bwei = pd_md(pl->bwd_d.pd, dnnl_query_weights_md),
+           ddst = pd_md(pl->bwd_d.pd, dnnl_query_diff_dst_md),
+           wsrc = pd_md(pl->bwd_w.pd, dnnl_query_src_md),
+           dwei = pd_md(pl->bwd_w.pd, dnnl_query_diff_weights_md),
+           wddst = pd_md(pl->bwd_w.pd, dnnl_query_diff_dst_md);
     pl->m_dsrc = mem_none(cc, dsrc, sh);
     pl->m_bwei = mem_none(cc, bwei, sh);
     pl->m_ddst = mem_none(cc, ddst, sh);
     pl->m_wsrc = mem_none(cc, wsrc, sh);
     pl->m_dwei = mem_none(cc, dwei, sh);
     pl->m_wddst = mem_none(cc, wddst, sh);
-    reorder_init(cc, &pl->dy_in, &uy, ddst, sh);
-    reorder_init(cc, &pl->wd_in, &uw, bwei, sh);
-    reorder_init_out(cc, &pl->dx_out, dsrc, &ux, sh);
-    reorder_init(cc, &pl->xw_in, &ux, wsrc, sh);
-    reorder_init(cc, &pl->dyw_in, &uy, wddst, sh);
-    reorder_init_out(cc, &pl->dw_out, dwei, &uw, sh);
+    DnnlMd ux = dnnlc_md(&m.ux), uw = dnnlc_md(&m.uw), uy = dnnlc_md(&m.uy);
+    reorder_init(cc, &pl->dy_in, uy, ddst, sh);
+    reorder_init(cc, &pl->wd_in, uw, bwei, sh);
+    reorder_init_out(cc, &pl->dx_out, dsrc, ux, sh);
+    reorder_init(cc, &pl->xw_in, ux, wsrc, sh);
+    reorder_init(cc, &pl->dyw_in, uy, wddst, sh);
+    reorder_init_out(cc, &pl->dw_out, dwei, uw, sh);
     pl->dyw_same = dnnl_memory_desc_equal(ddst, wddst);
     pl->have_bwd = 1;
+    dnnlc_conv_mds_free(&m);
 }
 
 static void plan_free(Plan *pl) {
@@ -393,4 +384,11 @@ const char *cpu_conv_impl(CpuConv *cc, const ConvShape *sh, int which) {
     const char *s = "?";
     dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &s);
     return s;
+}
+
+const char *cpu_conv_onednn_version(void) {
+    static char buf[48];
+    const dnnl_version_t *v = dnnl_version();
+    snprintf(buf, sizeof buf, "%d.%d.%d", v->major, v->minor, v->patch);
+    return buf;
 }

@@ -31,6 +31,10 @@ void cpu_conv_forward(CpuConv *cc, const ConvShape *sh, const float *x, const fl
 void cpu_conv_backward(CpuConv *cc, const ConvShape *sh, const float *x, const float *w,
                        const float *dy, float *dx, float *dw);
 
+// The version of the oneDNN library this program runs on, from dnnl_version() at run time:
+// "3.7.2" (built against the same major version: 2.x and 3.x differ in soname).
+const char *cpu_conv_onednn_version(void);
+
 // Name of the oneDNN implementation used for a shape ("jit:avx512_core", ...), for benchmarks.
 const char *cpu_conv_impl(CpuConv *cc, const ConvShape *sh, int which); // 0 fwd, 1 bwd_d, 2 bwd_w
 

@@ -1,0 +1,101 @@
+// dnnl_compat.c: the oneDNN 2.x and 3.x versions of the calls in dnnl_compat.h; the preprocessor
+// keeps the one that matches the installed headers (DNNL_VERSION_MAJOR).
+#include "nn/dnnl_compat.h"
+
+#include <string.h>
+
+// ----------------------------------------------------------------------------
+// memory descriptors
+
+#if DNNL_VERSION_MAJOR >= 3
+#define MD_INIT(md, dims, tag) dnnl_memory_desc_create_with_tag(md, 4, dims, dnnl_f32, tag)
+#else
+#define MD_INIT(md, dims, tag) dnnl_memory_desc_init_by_tag(md, 4, dims, dnnl_f32, tag)
+#endif
+
+dnnl_status_t dnnlc_conv_mds_init(DnnlConvMds *m, const dnnl_dims_t x, const dnnl_dims_t w,
+                                  const dnnl_dims_t y) {
+    memset(m, 0, sizeof *m);
+    dnnl_status_t st;
+    if ((st = MD_INIT(&m->ux, x, dnnl_nchw)) != dnnl_success ||
+        (st = MD_INIT(&m->uw, w, dnnl_oihw)) != dnnl_success ||
+        (st = MD_INIT(&m->uy, y, dnnl_nchw)) != dnnl_success ||
+        (st = MD_INIT(&m->ax, x, dnnl_format_tag_any)) != dnnl_success ||
+        (st = MD_INIT(&m->aw, w, dnnl_format_tag_any)) != dnnl_success ||
+        (st = MD_INIT(&m->ay, y, dnnl_format_tag_any)) != dnnl_success)
+        dnnlc_conv_mds_free(m);
+    return st;
+}
+
+void dnnlc_conv_mds_free(DnnlConvMds *m) {
+#if DNNL_VERSION_MAJOR >= 3
+    dnnl_memory_desc_t *all[6] = {&m->ux, &m->uw, &m->uy, &m->ax, &m->aw, &m->ay};
+    for (int i = 0; i < 6; i++)
+        if (*all[i]) dnnl_memory_desc_destroy(*all[i]);
+#endif
+    memset(m, 0, sizeof *m);
+}
+
+// ----------------------------------------------------------------------------
+// convolution primitive descriptors
+
+#if DNNL_VERSION_MAJOR >= 3
+
+dnnl_status_t dnnlc_conv_forward_pd(dnnl_primitive_desc_t *pd, dnnl_engine_t eng,
+                                    const DnnlConvMds *m, int stride, int pad) {
+    dnnl_dims_t strides = {stride, stride}, dil = {0, 0}, p = {pad, pad};
+    return dnnl_convolution_forward_primitive_desc_create(
+        pd, eng, dnnl_forward_training, dnnl_convolution_direct, m->ax, m->aw, NULL, m->ay,
+        strides, dil, p, p, NULL);
+}
+
+dnnl_status_t dnnlc_conv_backward_data_pd(dnnl_primitive_desc_t *pd, dnnl_engine_t eng,
+                                          const DnnlConvMds *m, int stride, int pad,
+                                          const_dnnl_primitive_desc_t hint) {
+    dnnl_dims_t strides = {stride, stride}, dil = {0, 0}, p = {pad, pad};
+    return dnnl_convolution_backward_data_primitive_desc_create(
+        pd, eng, dnnl_convolution_direct, m->ax, m->aw, m->ay, strides, dil, p, p, hint, NULL);
+}
+
+dnnl_status_t dnnlc_conv_backward_weights_pd(dnnl_primitive_desc_t *pd, dnnl_engine_t eng,
+                                             const DnnlConvMds *m, int stride, int pad,
+                                             const_dnnl_primitive_desc_t hint) {
+    dnnl_dims_t strides = {stride, stride}, dil = {0, 0}, p = {pad, pad};
+    return dnnl_convolution_backward_weights_primitive_desc_create(
+        pd, eng, dnnl_convolution_direct, m->ax, m->aw, NULL, m->ay, strides, dil, p, p, hint,
+        NULL);
+}
+
+#else // oneDNN 2.x: an operation descriptor, then the primitive descriptor
+
+dnnl_status_t dnnlc_conv_forward_pd(dnnl_primitive_desc_t *pd, dnnl_engine_t eng,
+                                    const DnnlConvMds *m, int stride, int pad) {
+    dnnl_dims_t strides = {stride, stride}, p = {pad, pad};
+    dnnl_convolution_desc_t d;
+    dnnl_status_t st = dnnl_convolution_forward_desc_init(&d, dnnl_forward_training,
+                                                          dnnl_convolution_direct, &m->ax, &m->aw,
+                                                          NULL, &m->ay, strides, p, p);
+    return st != dnnl_success ? st : dnnl_primitive_desc_create(pd, &d, NULL, eng, NULL);
+}
+
+dnnl_status_t dnnlc_conv_backward_data_pd(dnnl_primitive_desc_t *pd, dnnl_engine_t eng,
+                                          const DnnlConvMds *m, int stride, int pad,
+                                          const_dnnl_primitive_desc_t hint) {
+    dnnl_dims_t strides = {stride, stride}, p = {pad, pad};
+    dnnl_convolution_desc_t d;
+    dnnl_status_t st = dnnl_convolution_backward_data_desc_init(
+        &d, dnnl_convolution_direct, &m->ax, &m->aw, &m->ay, strides, p, p);
+    return st != dnnl_success ? st : dnnl_primitive_desc_create(pd, &d, NULL, eng, hint);
+}
+
+dnnl_status_t dnnlc_conv_backward_weights_pd(dnnl_primitive_desc_t *pd, dnnl_engine_t eng,
+                                             const DnnlConvMds *m, int stride, int pad,
+                                             const_dnnl_primitive_desc_t hint) {
+    dnnl_dims_t strides = {stride, stride}, p = {pad, pad};
+    dnnl_convolution_desc_t d;
+    dnnl_status_t st = dnnl_convolution_backward_weights_desc_init(
+        &d, dnnl_convolution_direct, &m->ax, &m->aw, NULL, &m->ay, strides, p, p);
+    return st != dnnl_success ? st : dnnl_primitive_desc_create(pd, &d, NULL, eng, hint);
+}
+
+#endif
