@@ -190,11 +190,9 @@ static void plan_build_bwd(CpuConv *cc, Plan *pl) {
     const ConvShape *sh = &pl->sh;
     DnnlConvMds m;
     conv_mds(sh, &m);
-    DNNL_CHECK(dnnlc_conv_backward_data_pd(&pl->bwd_d.pd, cc->eng, &m, sh->stride, sh->pad,
-                                           pl->fwd.pd), sh);
+    DNNL_CHECK(dnnlc_conv_backward_pds(&pl->bwd_d.pd, &pl->bwd_w.pd, cc->eng, &m, sh->stride,
+                                       sh->pad, pl->fwd.pd), sh);
     DNNL_CHECK(dnnl_primitive_create(&pl->bwd_d.prim, pl->bwd_d.pd), sh);
-    DNNL_CHECK(dnnlc_conv_backward_weights_pd(&pl->bwd_w.pd, cc->eng, &m, sh->stride, sh->pad,
-                                              pl->fwd.pd), sh);
     DNNL_CHECK(dnnl_primitive_create(&pl->bwd_w.prim, pl->bwd_w.pd), sh);
 
     DnnlMd dsrc = pd_md(pl->bwd_d.pd, dnnl_query_diff_src_md),

@@ -49,53 +49,48 @@ dnnl_status_t dnnlc_conv_forward_pd(dnnl_primitive_desc_t *pd, dnnl_engine_t eng
         strides, dil, p, p, NULL);
 }
 
-dnnl_status_t dnnlc_conv_backward_data_pd(dnnl_primitive_desc_t *pd, dnnl_engine_t eng,
-                                          const DnnlConvMds *m, int stride, int pad,
-                                          const_dnnl_primitive_desc_t hint) {
+dnnl_status_t dnnlc_conv_backward_pds(dnnl_primitive_desc_t *data, dnnl_primitive_desc_t *weights,
+                                      dnnl_engine_t eng, const DnnlConvMds *m, int stride, int pad,
+                                      const_dnnl_primitive_desc_t hint) {
     dnnl_dims_t strides = {stride, stride}, dil = {0, 0}, p = {pad, pad};
-    return dnnl_convolution_backward_data_primitive_desc_create(
-        pd, eng, dnnl_convolution_direct, m->ax, m->aw, m->ay, strides, dil, p, p, hint, NULL);
-}
-
-dnnl_status_t dnnlc_conv_backward_weights_pd(dnnl_primitive_desc_t *pd, dnnl_engine_t eng,
-                                             const DnnlConvMds *m, int stride, int pad,
-                                             const_dnnl_primitive_desc_t hint) {
-    dnnl_dims_t strides = {stride, stride}, dil = {0, 0}, p = {pad, pad};
+    dnnl_status_t st = dnnl_convolution_backward_data_primitive_desc_create(
+        data, eng, dnnl_convolution_direct, m->ax, m->aw, m->ay, strides, dil, p, p, hint, NULL);
+    if (st != dnnl_success) return st;
     return dnnl_convolution_backward_weights_primitive_desc_create(
-        pd, eng, dnnl_convolution_direct, m->ax, m->aw, NULL, m->ay, strides, dil, p, p, hint,
+        weights, eng, dnnl_convolution_direct, m->ax, m->aw, NULL, m->ay, strides, dil, p, p, hint,
         NULL);
 }
 
 #else // oneDNN 2.x: an operation descriptor, then the primitive descriptor
 
+static dnnl_status_t pd_of(dnnl_status_t init, const dnnl_convolution_desc_t *d,
+                           dnnl_primitive_desc_t *pd, dnnl_engine_t eng,
+                           const_dnnl_primitive_desc_t hint) {
+    return init != dnnl_success ? init : dnnl_primitive_desc_create(pd, d, NULL, eng, hint);
+}
+
 dnnl_status_t dnnlc_conv_forward_pd(dnnl_primitive_desc_t *pd, dnnl_engine_t eng,
                                     const DnnlConvMds *m, int stride, int pad) {
     dnnl_dims_t strides = {stride, stride}, p = {pad, pad};
     dnnl_convolution_desc_t d;
-    dnnl_status_t st = dnnl_convolution_forward_desc_init(&d, dnnl_forward_training,
-                                                          dnnl_convolution_direct, &m->ax, &m->aw,
-                                                          NULL, &m->ay, strides, p, p);
-    return st != dnnl_success ? st : dnnl_primitive_desc_create(pd, &d, NULL, eng, NULL);
+    return pd_of(dnnl_convolution_forward_desc_init(&d, dnnl_forward_training,
+                                                    dnnl_convolution_direct, &m->ax, &m->aw, NULL,
+                                                    &m->ay, strides, p, p),
+                 &d, pd, eng, NULL);
 }
 
-dnnl_status_t dnnlc_conv_backward_data_pd(dnnl_primitive_desc_t *pd, dnnl_engine_t eng,
-                                          const DnnlConvMds *m, int stride, int pad,
-                                          const_dnnl_primitive_desc_t hint) {
+dnnl_status_t dnnlc_conv_backward_pds(dnnl_primitive_desc_t *data, dnnl_primitive_desc_t *weights,
+                                      dnnl_engine_t eng, const DnnlConvMds *m, int stride, int pad,
+                                      const_dnnl_primitive_desc_t hint) {
     dnnl_dims_t strides = {stride, stride}, p = {pad, pad};
     dnnl_convolution_desc_t d;
-    dnnl_status_t st = dnnl_convolution_backward_data_desc_init(
-        &d, dnnl_convolution_direct, &m->ax, &m->aw, &m->ay, strides, p, p);
-    return st != dnnl_success ? st : dnnl_primitive_desc_create(pd, &d, NULL, eng, hint);
-}
-
-dnnl_status_t dnnlc_conv_backward_weights_pd(dnnl_primitive_desc_t *pd, dnnl_engine_t eng,
-                                             const DnnlConvMds *m, int stride, int pad,
-                                             const_dnnl_primitive_desc_t hint) {
-    dnnl_dims_t strides = {stride, stride}, p = {pad, pad};
-    dnnl_convolution_desc_t d;
-    dnnl_status_t st = dnnl_convolution_backward_weights_desc_init(
-        &d, dnnl_convolution_direct, &m->ax, &m->aw, NULL, &m->ay, strides, p, p);
-    return st != dnnl_success ? st : dnnl_primitive_desc_create(pd, &d, NULL, eng, hint);
+    dnnl_status_t st = pd_of(dnnl_convolution_backward_data_desc_init(
+                                 &d, dnnl_convolution_direct, &m->ax, &m->aw, &m->ay, strides, p, p),
+                             &d, data, eng, hint);
+    if (st != dnnl_success) return st;
+    return pd_of(dnnl_convolution_backward_weights_desc_init(&d, dnnl_convolution_direct, &m->ax,
+                                                             &m->aw, NULL, &m->ay, strides, p, p),
+                 &d, weights, eng, hint);
 }
 
 #endif

@@ -43,15 +43,12 @@ static inline DnnlMd dnnlc_md(const dnnl_memory_desc_t *m) {
 }
 
 // Direct convolution primitive descriptors on the "any" descriptors, no bias, no dilation, the
-// same stride and padding (both sides) in both spatial dimensions. The backward ones take the
-// forward descriptor (forward_training) as hint.
+// same stride and padding (both sides) in both spatial dimensions. The backward ones (data and
+// weights, made together) take the forward descriptor (forward_training) as hint.
 dnnl_status_t dnnlc_conv_forward_pd(dnnl_primitive_desc_t *pd, dnnl_engine_t eng,
                                     const DnnlConvMds *m, int stride, int pad);
-dnnl_status_t dnnlc_conv_backward_data_pd(dnnl_primitive_desc_t *pd, dnnl_engine_t eng,
-                                          const DnnlConvMds *m, int stride, int pad,
-                                          const_dnnl_primitive_desc_t hint);
-dnnl_status_t dnnlc_conv_backward_weights_pd(dnnl_primitive_desc_t *pd, dnnl_engine_t eng,
-                                             const DnnlConvMds *m, int stride, int pad,
-                                             const_dnnl_primitive_desc_t hint);
+dnnl_status_t dnnlc_conv_backward_pds(dnnl_primitive_desc_t *data, dnnl_primitive_desc_t *weights,
+                                      dnnl_engine_t eng, const DnnlConvMds *m, int stride, int pad,
+                                      const_dnnl_primitive_desc_t hint);
 
 #endif // DNNL_COMPAT_H
