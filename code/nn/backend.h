@@ -28,6 +28,7 @@ typedef struct Tensor {
     void *data;       // backend memory, layout private to the backend
     Backend *be;      // owner
     void *priv;       // backend-specific state (descriptors, low-precision copies, ...)
+    int layout;       // backend-private layout tag; 0 = the backend's default layout
 } Tensor;
 
 // Batch-norm layer state: parameters, running statistics, and what forward saves for backward.
@@ -63,6 +64,14 @@ struct Backend {
                            int pad);
     void (*conv2d_backward)(Backend *be, const Tensor *x, const Tensor *w, const Tensor *dy,
                             Tensor *dx, Tensor *dw, int stride, int pad);
+    // Inference only (eval mode, no backward): the fused convolution of a folded conv + batch
+    // norm, y = act(conv(x, w) + b + residual), act = relu when relu else identity, b (K, 1, 1, 1),
+    // residual (N, K, P, Q) or NULL. y may be residual itself (the sum is taken in place).
+    // The backend may leave y (and, in place, x and residual) in a private layout (t->layout);
+    // every op accepts such tensors. Optional: NULL where a backend lacks it (resnet34.c then
+    // runs the unfused ops).
+    void (*conv_bias_act_forward)(Backend *be, const Tensor *x, const Tensor *w, const Tensor *b,
+                                  const Tensor *residual, Tensor *y, int stride, int pad, int relu);
     // training = 1: batch statistics (saved in bn->save_*), running stats updated, counter += 1.
     // training = 0: running statistics.
     void (*batchnorm_forward)(Backend *be, const Tensor *x, BatchNorm *bn, Tensor *y, int training);

@@ -2,7 +2,10 @@
 // backend table (built by backend_cpu.c from its naive reference kernels) by versions with the
 // very same arguments and semantics:
 // - convolutions run on oneDNN's AVX-512 kernels in blocked layouts (cpu_conv_dnnl.c); tensors
-//   stay NCHW float32, the layout every CPU kernel shares;
+//   stay NCHW float32, the layout every CPU kernel shares, except for the fused inference
+//   convolution (conv_bias_act_forward), which keeps activations in oneDNN's blocked layout
+//   nChw8c / nChw16c from one convolution to the next (t->layout = LAYOUT_BLOCKED). Every other
+//   op first turns a blocked input back into NCHW in place (plain()), and marks what it writes NCHW;
 // - the memory-bound layers (batch norm, ReLU, residual add, pooling, linear, Adam, fills) are
 //   written here as vectorisable loops, split over threads with OpenMP (the same thread pool
 //   oneDNN uses).
@@ -29,6 +32,7 @@
 
 typedef struct {
     CpuConv *conv;                     // oneDNN plans and scratch buffers
+    double (*base_cross_entropy)(Backend *, const Tensor *, const int *, Tensor *, float);
     int threads;
     void *base_priv;                   // the reference table's priv, given back before its destroy
     void (*base_destroy)(Backend *be); // the reference table's destroy, called after ours
@@ -43,6 +47,29 @@ static inline float *F(const Tensor *t) { return (float *)t->data; }
 // (and much more when other processes compete for the cores).
 #define PAR_MIN ((size_t)1 << 15)
 
+// ----------------------------------------------------------------------------
+// layouts: NCHW (0) or oneDNN's blocked nChw<B>c (LAYOUT_BLOCKED), see the top of the file
+
+#define LAYOUT_BLOCKED 1
+
+// t in the given layout (0 NCHW, LAYOUT_BLOCKED), converted in place if needed. The logical
+// tensor is unchanged, so this is allowed on the const inputs of an op.
+static void to_layout(const Tensor *t, int layout) {
+    if (t->layout == layout) return;
+    cpu_conv_relayout(FS(t->be)->conv, t->n, t->c, t->h, t->w, (const float *)t->data,
+                      (float *)t->data, layout == LAYOUT_BLOCKED);
+    ((Tensor *)t)->layout = layout;
+}
+
+static inline void plain(const Tensor *t) {
+    if (t && t->layout) to_layout(t, 0);
+}
+
+// An op's output: the kernels below write NCHW.
+static inline void out(Tensor *t) {
+    if (t) t->layout = 0;
+}
+
 static void need_same_shape(const char *op, const Tensor *a, const Tensor *b) {
     if (a->n != b->n || a->c != b->c || a->h != b->h || a->w != b->w)
         die("backend_cpu_fast.c: %s: shapes differ: (%d, %d, %d, %d) vs (%d, %d, %d, %d)", op,
@@ -53,6 +80,7 @@ static void need_same_shape(const char *op, const Tensor *a, const Tensor *b) {
 // tensors
 
 static void fast_tensor_fill(Tensor *t, float value) {
+    out(t);
     float *p = F(t);
     size_t n = t->numel;
 #pragma omp parallel for simd schedule(static) num_threads(NT(t->be)) if (parallel : n >= PAR_MIN)
@@ -60,6 +88,8 @@ static void fast_tensor_fill(Tensor *t, float value) {
 }
 
 static void fast_tensor_copy(Tensor *dst, const Tensor *src) {
+    plain(src);
+    out(dst);
     need_same_shape("tensor_copy", dst, src);
     const size_t chunk = 1 << 16;
     size_t n = src->numel, nchunks = (n + chunk - 1) / chunk;
@@ -97,16 +127,55 @@ static ConvShape conv_shape(const char *op, const Tensor *x, const Tensor *w, co
 
 static void fast_conv2d_forward(Backend *be, const Tensor *x, const Tensor *w, Tensor *y,
                                 int stride, int pad) {
+    plain(x);
+    plain(w);
+    out(y);
     ConvShape sh = conv_shape("conv2d_forward", x, w, y, stride, pad);
     cpu_conv_forward(FS(be)->conv, &sh, F(x), F(w), F(y));
 }
 
 static void fast_conv2d_backward(Backend *be, const Tensor *x, const Tensor *w, const Tensor *dy,
                                  Tensor *dx, Tensor *dw, int stride, int pad) {
+    plain(x);
+    plain(w);
+    plain(dy);
+    out(dx);
+    out(dw);
     ConvShape sh = conv_shape("conv2d_backward", x, w, dy, stride, pad);
     if (dx) need_same_shape("conv2d_backward dx", dx, x);
     if (dw) need_same_shape("conv2d_backward dw", dw, w);
     cpu_conv_backward(FS(be)->conv, &sh, F(x), F(w), F(dy), dx ? F(dx) : NULL, dw ? F(dw) : NULL);
+}
+
+// The fused inference convolution: one oneDNN forward_inference primitive with the bias and the
+// post-ops sum (the residual, first copied into y in y's layout unless y is the residual) and
+// relu. Activations whose channels fill whole blocks (every ResNet34 activation but the input
+// image) are used and left in the blocked layout.
+static void fast_conv_bias_act_forward(Backend *be, const Tensor *x, const Tensor *w,
+                                       const Tensor *b, const Tensor *residual, Tensor *y,
+                                       int stride, int pad, int relu) {
+    ConvShape sh = conv_shape("conv_bias_act_forward", x, w, y, stride, pad);
+    if (b->numel != (size_t)w->n)
+        die("backend_cpu_fast.c: conv_bias_act_forward: bias has %zu values for %d output "
+            "channels", b->numel, w->n);
+    if (x == y || x == residual)
+        die("backend_cpu_fast.c: conv_bias_act_forward: x must not be y or the residual");
+    plain(w);
+    plain(b);
+    CpuConv *cc = FS(be)->conv;
+    const int block = cpu_conv_block(cc);
+    const int xl = x->c % block == 0 ? LAYOUT_BLOCKED : 0, yl = y->c % block == 0 ? LAYOUT_BLOCKED : 0;
+    to_layout(x, xl);
+    if (residual && residual != y) {
+        need_same_shape("conv_bias_act_forward residual", residual, y);
+        if (residual->layout == yl) memcpy(y->data, residual->data, y->numel * sizeof(float));
+        else cpu_conv_relayout(cc, y->n, y->c, y->h, y->w, F(residual), F(y), yl == LAYOUT_BLOCKED);
+    } else if (residual) {
+        to_layout(y, yl);
+    }
+    y->layout = yl;
+    cpu_conv_fused_forward(cc, &sh, F(x), xl == LAYOUT_BLOCKED, F(w), F(b), F(y),
+                           yl == LAYOUT_BLOCKED, residual != NULL, relu);
 }
 
 // ----------------------------------------------------------------------------
@@ -134,6 +203,8 @@ static void channel_moments(const float *x, int n, size_t row_stride, size_t hw,
 
 static void fast_batchnorm_forward(Backend *be, const Tensor *x, BatchNorm *bn, Tensor *y,
                                    int training) {
+    plain(x);
+    out(y);
     need_same_shape("batchnorm_forward", x, y);
     const int N = x->n, C = x->c;
     const size_t HW = (size_t)x->h * x->w, CHW = (size_t)C * HW;
@@ -181,6 +252,9 @@ static void fast_batchnorm_forward(Backend *be, const Tensor *x, BatchNorm *bn, 
 // with running statistics dx = dy * invstd * gamma; dgamma = sum(dy xhat), dbeta = sum(dy).
 static void fast_batchnorm_backward(Backend *be, const Tensor *x, BatchNorm *bn, const Tensor *dy,
                                     Tensor *dx, int training) {
+    plain(x);
+    plain(dy);
+    out(dx);
     need_same_shape("batchnorm_backward", x, dy);
     if (dx) need_same_shape("batchnorm_backward dx", x, dx);
     const int N = x->n, C = x->c;
@@ -242,6 +316,8 @@ static void fast_batchnorm_backward(Backend *be, const Tensor *x, BatchNorm *bn,
 // gradient as in PyTorch (x <= 0 is false for NaN).
 
 static void fast_relu_forward(Backend *be, const Tensor *x, Tensor *y) {
+    plain(x);
+    out(y);
     need_same_shape("relu_forward", x, y);
     const float *xp = F(x);
     float *yp = F(y);
@@ -251,6 +327,9 @@ static void fast_relu_forward(Backend *be, const Tensor *x, Tensor *y) {
 }
 
 static void fast_relu_backward(Backend *be, const Tensor *y, const Tensor *dy, Tensor *dx) {
+    plain(y);
+    plain(dy);
+    out(dx);
     need_same_shape("relu_backward", y, dy);
     need_same_shape("relu_backward dx", y, dx);
     const float *yp = F(y), *dyp = F(dy);
@@ -261,6 +340,9 @@ static void fast_relu_backward(Backend *be, const Tensor *y, const Tensor *dy, T
 }
 
 static void fast_add_relu_forward(Backend *be, const Tensor *a, const Tensor *b, Tensor *y) {
+    plain(a);
+    plain(b);
+    out(y);
     need_same_shape("add_relu_forward", a, b);
     need_same_shape("add_relu_forward y", a, y);
     const float *ap = F(a), *bp = F(b);
@@ -274,6 +356,9 @@ static void fast_add_relu_forward(Backend *be, const Tensor *a, const Tensor *b,
 }
 
 static void fast_add_forward(Backend *be, const Tensor *a, const Tensor *b, Tensor *y) {
+    plain(a);
+    plain(b);
+    out(y);
     need_same_shape("add_forward", a, b);
     need_same_shape("add_forward y", a, y);
     const float *ap = F(a), *bp = F(b);
@@ -304,6 +389,8 @@ static inline float max_nan(float m, float v) { return (v > m || isnan(v)) ? v :
 
 static void fast_maxpool_forward(Backend *be, const Tensor *x, Tensor *y, int k, int stride,
                                  int pad) {
+    plain(x);
+    out(y);
     pool_check("maxpool_forward", x, y, k, stride, pad);
     const int H = x->h, W = x->w, P = y->h, Q = y->w;
     const long planes = (long)x->n * x->c;
@@ -357,6 +444,9 @@ static void fast_maxpool_forward(Backend *be, const Tensor *x, Tensor *y, int k,
 // indices (neighbouring windows may share an input).
 static void fast_maxpool_backward(Backend *be, const Tensor *x, const Tensor *dy, Tensor *dx,
                                   int k, int stride, int pad) {
+    plain(x);
+    plain(dy);
+    out(dx);
     pool_check("maxpool_backward", x, dy, k, stride, pad);
     need_same_shape("maxpool_backward dx", x, dx);
     const int H = x->h, W = x->w, P = dy->h, Q = dy->w;
@@ -408,6 +498,8 @@ static void fast_maxpool_backward(Backend *be, const Tensor *x, const Tensor *dy
 // adaptive average pool to 1x1
 
 static void fast_avgpool_forward(Backend *be, const Tensor *x, Tensor *y) {
+    plain(x);
+    out(y);
     if (y->n != x->n || y->c != x->c || y->h != 1 || y->w != 1)
         die("backend_cpu_fast.c: avgpool_forward: y (%d, %d, %d, %d) is not (%d, %d, 1, 1)", y->n,
             y->c, y->h, y->w, x->n, x->c);
@@ -426,6 +518,8 @@ static void fast_avgpool_forward(Backend *be, const Tensor *x, Tensor *y) {
 }
 
 static void fast_avgpool_backward(Backend *be, const Tensor *dy, Tensor *dx) {
+    plain(dy);
+    out(dx);
     if (dy->n != dx->n || dy->c != dx->c || dy->h != 1 || dy->w != 1)
         die("backend_cpu_fast.c: avgpool_backward: dy (%d, %d, %d, %d) is not (%d, %d, 1, 1)",
             dy->n, dy->c, dy->h, dy->w, dx->n, dx->c);
@@ -447,6 +541,10 @@ static void fast_avgpool_backward(Backend *be, const Tensor *dy, Tensor *dx) {
 
 static void fast_linear_forward(Backend *be, const Tensor *x, const Tensor *w, const Tensor *b,
                                 Tensor *y) {
+    plain(x);
+    plain(w);
+    plain(b);
+    out(y);
     const int N = x->n, K = x->c * x->h * x->w, M = w->n;
     if ((size_t)w->numel != (size_t)M * K || y->n != N || y->numel != (size_t)N * M ||
         (b && b->numel != (size_t)M))
@@ -467,6 +565,12 @@ static void fast_linear_forward(Backend *be, const Tensor *x, const Tensor *w, c
 
 static void fast_linear_backward(Backend *be, const Tensor *x, const Tensor *w, const Tensor *dy,
                                  Tensor *dx, Tensor *dw, Tensor *db) {
+    plain(x);
+    plain(w);
+    plain(dy);
+    out(dx);
+    out(dw);
+    out(db);
     const int N = x->n, K = x->c * x->h * x->w, M = w->n;
     if ((size_t)w->numel != (size_t)M * K || dy->numel != (size_t)N * M ||
         (dx && dx->numel != x->numel) || (dw && dw->numel != w->numel) ||
@@ -515,6 +619,10 @@ static void fast_linear_backward(Backend *be, const Tensor *x, const Tensor *w, 
 static void fast_adam_update(Backend *be, Tensor *param, const Tensor *grad, Tensor *m, Tensor *v,
                              float lr, float beta1, float beta2, float eps, long step,
                              float inv_grad_scale) {
+    plain(param);
+    plain(grad);
+    plain(m);
+    plain(v);
     need_same_shape("adam_update grad", param, grad);
     need_same_shape("adam_update m", param, m);
     need_same_shape("adam_update v", param, v);
@@ -534,6 +642,26 @@ static void fast_adam_update(Backend *be, Tensor *param, const Tensor *grad, Ten
         float denom = sqrtf(vi) / bc2_sqrt + eps;
         p[i] = p[i] + neg_step_size * mi / denom;
     }
+}
+
+// ----------------------------------------------------------------------------
+// host transfers and the loss: the reference's, on NCHW
+
+static void fast_tensor_upload(Tensor *t, const float *src) {
+    out(t);
+    memcpy(t->data, src, t->numel * sizeof(float));
+}
+
+static void fast_tensor_download(const Tensor *t, float *dst) {
+    plain(t);
+    memcpy(dst, t->data, t->numel * sizeof(float));
+}
+
+static double fast_cross_entropy(Backend *be, const Tensor *logits, const int *labels,
+                                 Tensor *dlogits, float grad_scale) {
+    plain(logits);
+    out(dlogits);
+    return FS(be)->base_cross_entropy(be, logits, labels, dlogits, grad_scale);
 }
 
 // ----------------------------------------------------------------------------
@@ -575,11 +703,16 @@ void cpu_fast_install(Backend *be) {
     be->priv = st;
     be->destroy = fast_destroy;
 
+    st->base_cross_entropy = be->cross_entropy_forward_backward;
+    be->tensor_upload = fast_tensor_upload;
+    be->tensor_download = fast_tensor_download;
+    be->cross_entropy_forward_backward = fast_cross_entropy;
     be->tensor_fill = fast_tensor_fill;
     be->tensor_copy = fast_tensor_copy;
     be->tensor_nonfinite = fast_tensor_nonfinite;
     be->conv2d_forward = fast_conv2d_forward;
     be->conv2d_backward = fast_conv2d_backward;
+    be->conv_bias_act_forward = fast_conv_bias_act_forward;
     be->batchnorm_forward = fast_batchnorm_forward;
     be->batchnorm_backward = fast_batchnorm_backward;
     be->relu_forward = fast_relu_forward;

@@ -90,8 +90,33 @@ typedef struct {
     int have_bwd;
 } Plan;
 
+// A fused forward_inference convolution (bias, optional sum and relu post-ops) for one shape and
+// choice of layouts.
+typedef struct {
+    ConvShape sh;
+    int x_blocked, y_blocked, sum, relu;
+    unsigned long last_use;
+    Stage fwd;
+    dnnl_memory_t m_src, m_wei, m_bias, m_dst;
+    Reorder w_in;
+} FusedPlan;
+
+// A reorder between NCHW and the blocked layout for one shape and direction.
+typedef struct {
+    int n, c, h, w, to_blocked;
+    Reorder r;
+} Relayout;
+
+#define MAX_RELAYOUTS 16
+
 struct CpuConv {
     int threads;
+    int block;                 // 8 or 16: the channel block of the fused path's layout
+    FusedPlan *fplans[MAX_PLANS];
+    int nfplans;
+    Relayout relayouts[MAX_RELAYOUTS];
+    int nrelayouts;
+    Buf brel;                  // relayout scratch
     dnnl_engine_t eng;
     dnnl_stream_t stream;
     Plan *plans[MAX_PLANS];
@@ -269,6 +294,106 @@ static Plan *plan_get(CpuConv *cc, const ConvShape *sh, int need_bwd) {
 }
 
 // ----------------------------------------------------------------------------
+// fused inference plans: forward_inference with bias, sum and relu post-ops, explicit layouts
+
+static dnnl_format_tag_t act_tag(const CpuConv *cc, int blocked) {
+    return !blocked ? dnnl_nchw : cc->block == 16 ? dnnl_nChw16c : dnnl_nChw8c;
+}
+
+static void fplan_free(FusedPlan *fp) {
+    if (fp->fwd.prim) dnnl_primitive_destroy(fp->fwd.prim);
+    if (fp->fwd.pd) dnnl_primitive_desc_destroy(fp->fwd.pd);
+    dnnl_memory_t mems[4] = {fp->m_src, fp->m_wei, fp->m_bias, fp->m_dst};
+    for (int i = 0; i < 4; i++)
+        if (mems[i]) dnnl_memory_destroy(mems[i]);
+    reorder_free(&fp->w_in);
+    free(fp);
+}
+
+static void fplan_build(CpuConv *cc, FusedPlan *fp) {
+    const ConvShape *sh = &fp->sh;
+    dnnl_dims_t xd = {sh->n, sh->c, sh->h, sh->w}, wd = {sh->k, sh->c, sh->r, sh->s},
+                yd = {sh->n, sh->k, sh->p, sh->q}, bd = {sh->k};
+    dnnl_memory_desc_t mx, mw, muw, mb, my;
+    DNNL_CHECK(dnnlc_md_init(&mx, 4, xd, act_tag(cc, fp->x_blocked)), sh);
+    DNNL_CHECK(dnnlc_md_init(&mw, 4, wd, dnnl_format_tag_any), sh);
+    DNNL_CHECK(dnnlc_md_init(&muw, 4, wd, dnnl_oihw), sh);
+    DNNL_CHECK(dnnlc_md_init(&mb, 1, bd, dnnl_a), sh);
+    DNNL_CHECK(dnnlc_md_init(&my, 4, yd, act_tag(cc, fp->y_blocked)), sh);
+    dnnl_primitive_attr_t attr;
+    DNNL_CHECK(dnnlc_attr_sum_relu(&attr, fp->sum, fp->relu), sh);
+    DNNL_CHECK(dnnlc_conv_inference_pd(&fp->fwd.pd, cc->eng, dnnlc_md(&mx), dnnlc_md(&mw),
+                                       dnnlc_md(&mb), dnnlc_md(&my), sh->stride, sh->pad, attr),
+               sh);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    DNNL_CHECK(dnnl_primitive_create(&fp->fwd.prim, fp->fwd.pd), sh);
+    DnnlMd pw = pd_md(fp->fwd.pd, dnnl_query_weights_md);
+    fp->m_src = mem_none(cc, dnnlc_md(&mx), sh);
+    fp->m_wei = mem_none(cc, pw, sh);
+    fp->m_bias = mem_none(cc, dnnlc_md(&mb), sh);
+    fp->m_dst = mem_none(cc, dnnlc_md(&my), sh);
+    reorder_init(cc, &fp->w_in, dnnlc_md(&muw), pw, sh);
+    dnnl_memory_desc_t *all[5] = {&mx, &mw, &muw, &mb, &my};
+    for (int i = 0; i < 5; i++) dnnlc_md_free(all[i]);
+}
+
+static FusedPlan *fplan_get(CpuConv *cc, const ConvShape *sh, int x_blocked, int y_blocked,
+                            int sum, int relu) {
+    for (int i = 0; i < cc->nfplans; i++) {
+        FusedPlan *fp = cc->fplans[i];
+        if (shape_eq(&fp->sh, sh) && fp->x_blocked == x_blocked && fp->y_blocked == y_blocked &&
+            fp->sum == sum && fp->relu == relu) {
+            fp->last_use = ++cc->tick;
+            return fp;
+        }
+    }
+    if (sh->n <= 0 || sh->c <= 0 || sh->k <= 0 || sh->stride <= 0 || sh->pad < 0 ||
+        sh->p != (sh->h + 2 * sh->pad - sh->r) / sh->stride + 1 ||
+        sh->q != (sh->w + 2 * sh->pad - sh->s) / sh->stride + 1)
+        die("cpu_conv_dnnl.c: inconsistent fused convolution shapes: x (%d, %d, %d, %d), w (%d, "
+            "%d, %d, %d), y (%d, %d, %d, %d), stride %d, pad %d",
+            sh->n, sh->c, sh->h, sh->w, sh->k, sh->c, sh->r, sh->s, sh->n, sh->k, sh->p, sh->q,
+            sh->stride, sh->pad);
+    if (cc->nfplans == MAX_PLANS) { // evict the least recently used plan
+        int old = 0;
+        for (int i = 1; i < cc->nfplans; i++)
+            if (cc->fplans[i]->last_use < cc->fplans[old]->last_use) old = i;
+        fplan_free(cc->fplans[old]);
+        cc->fplans[old] = cc->fplans[--cc->nfplans];
+    }
+    FusedPlan *fp = xcalloc(1, sizeof *fp);
+    fp->sh = *sh;
+    fp->x_blocked = x_blocked, fp->y_blocked = y_blocked, fp->sum = sum, fp->relu = relu;
+    fplan_build(cc, fp);
+    fp->last_use = ++cc->tick;
+    cc->fplans[cc->nfplans++] = fp;
+    return fp;
+}
+
+static Reorder *relayout_get(CpuConv *cc, int n, int c, int h, int w, int to_blocked) {
+    for (int i = 0; i < cc->nrelayouts; i++) {
+        Relayout *rl = &cc->relayouts[i];
+        if (rl->n == n && rl->c == c && rl->h == h && rl->w == w && rl->to_blocked == to_blocked)
+            return &rl->r;
+    }
+    if (cc->nrelayouts == MAX_RELAYOUTS) { // rare: drop them all
+        for (int i = 0; i < cc->nrelayouts; i++) reorder_free(&cc->relayouts[i].r);
+        cc->nrelayouts = 0;
+    }
+    Relayout *rl = &cc->relayouts[cc->nrelayouts++];
+    rl->n = n, rl->c = c, rl->h = h, rl->w = w, rl->to_blocked = to_blocked;
+    dnnl_dims_t d = {n, c, h, w};
+    dnnl_memory_desc_t plain, blocked;
+    DNNL_CHECK(dnnlc_md_init(&plain, 4, d, dnnl_nchw), NULL);
+    DNNL_CHECK(dnnlc_md_init(&blocked, 4, d, act_tag(cc, 1)), NULL);
+    if (to_blocked) reorder_init(cc, &rl->r, dnnlc_md(&plain), dnnlc_md(&blocked), NULL);
+    else reorder_init(cc, &rl->r, dnnlc_md(&blocked), dnnlc_md(&plain), NULL);
+    dnnlc_md_free(&plain);
+    dnnlc_md_free(&blocked);
+    return &rl->r;
+}
+
+// ----------------------------------------------------------------------------
 // public API
 
 // oneDNN's OpenMP kernels run on the calling thread's OpenMP thread count (omp_get_max_threads()),
@@ -289,12 +414,18 @@ CpuConv *cpu_conv_create(int threads) {
     cc->threads = threads > 0 ? threads : 1;
     DNNL_CHECK(dnnl_engine_create(&cc->eng, dnnl_cpu, 0), NULL);
     DNNL_CHECK(dnnl_stream_create(&cc->stream, cc->eng, dnnl_stream_default_flags), NULL);
+    // the blocked layout oneDNN's float32 kernels use: 16 channels with AVX-512, else 8
+    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    cc->block = ((int)isa & (int)dnnl_cpu_isa_avx512_core) == (int)dnnl_cpu_isa_avx512_core ? 16 : 8;
     return cc;
 }
 
 void cpu_conv_free(CpuConv *cc) {
     if (!cc) return;
     for (int i = 0; i < cc->nplans; i++) plan_free(cc->plans[i]);
+    for (int i = 0; i < cc->nfplans; i++) fplan_free(cc->fplans[i]);
+    for (int i = 0; i < cc->nrelayouts; i++) reorder_free(&cc->relayouts[i].r);
+    free(cc->brel.p);
     dnnl_stream_destroy(cc->stream);
     dnnl_engine_destroy(cc->eng);
     Buf *bufs[5] = {&cc->bx, &cc->by, &cc->by2, &cc->bw, &cc->bdw};
@@ -371,6 +502,47 @@ void cpu_conv_backward(CpuConv *cc, const ConvShape *sh, const float *x, const f
     if (!dx && !dw) return;
     int saved = threads_enter(cc);
     conv_backward(cc, sh, x, w, dy, dx, dw);
+    threads_leave(cc, saved);
+}
+
+int cpu_conv_block(const CpuConv *cc) { return cc->block; }
+
+void cpu_conv_fused_forward(CpuConv *cc, const ConvShape *sh, const float *x, int x_blocked,
+                            const float *w, const float *bias, float *y, int y_blocked, int sum,
+                            int relu) {
+    int saved = threads_enter(cc);
+    FusedPlan *fp = fplan_get(cc, sh, x_blocked, y_blocked, sum, relu);
+    void *pw = stage_in(cc, &fp->w_in, w, &cc->bw, sh);
+    DNNL_CHECK(dnnl_memory_set_data_handle(fp->m_src, (void *)x), sh);
+    DNNL_CHECK(dnnl_memory_set_data_handle(fp->m_wei, pw), sh);
+    DNNL_CHECK(dnnl_memory_set_data_handle(fp->m_bias, (void *)bias), sh);
+    DNNL_CHECK(dnnl_memory_set_data_handle(fp->m_dst, y), sh);
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, fp->m_src}, {DNNL_ARG_WEIGHTS, fp->m_wei},
+                               {DNNL_ARG_BIAS, fp->m_bias}, {DNNL_ARG_DST, fp->m_dst}};
+    DNNL_CHECK(dnnl_primitive_execute(fp->fwd.prim, cc->stream, 4, args), sh);
+    DNNL_CHECK(dnnl_stream_wait(cc->stream), sh);
+    threads_leave(cc, saved);
+}
+
+void cpu_conv_relayout(CpuConv *cc, int n, int c, int h, int w, const float *src, float *dst,
+                       int to_blocked) {
+    int saved = threads_enter(cc);
+    Reorder *r = relayout_get(cc, n, c, h, w, to_blocked);
+    if (r->prim) {
+        size_t bytes = (size_t)n * c * h * w * sizeof(float);
+        if (dst == src) {
+            void *tmp = buf_get(&cc->brel, r->bytes);
+            reorder_run(cc, r, src, tmp, NULL);
+            DNNL_CHECK(dnnl_stream_wait(cc->stream), NULL);
+            if (r->bytes != bytes) die("cpu_conv_dnnl.c: relayout of (%d, %d, %d, %d) changes its size", n, c, h, w);
+            memcpy(dst, tmp, bytes);
+        } else {
+            reorder_run(cc, r, src, dst, NULL);
+            DNNL_CHECK(dnnl_stream_wait(cc->stream), NULL);
+        }
+    } else if (dst != src) {
+        memcpy(dst, src, (size_t)n * c * h * w * sizeof(float));
+    }
     threads_leave(cc, saved);
 }
 

@@ -31,6 +31,24 @@ void cpu_conv_forward(CpuConv *cc, const ConvShape *sh, const float *x, const fl
 void cpu_conv_backward(CpuConv *cc, const ConvShape *sh, const float *x, const float *w,
                        const float *dy, float *dx, float *dw);
 
+// -- fused inference (eval mode) -------------------------------------------------------------
+// Activations of the fused path may live in oneDNN's blocked layout nChw<B>c (B = 16 where the
+// effective ISA has AVX-512, else 8): channel blocks of B interleaved per pixel. Same size as
+// NCHW when C is a multiple of B (the only case used).
+int cpu_conv_block(const CpuConv *cc);
+
+// y = act(conv(x, w) + bias [+ y]): a forward_inference convolution with bias and the post-ops
+// sum (dst += what y held: the residual, already in y in y's layout) when sum, relu when relu.
+// x_blocked / y_blocked: whether x / y are in the blocked layout (else NCHW). w (K, C, R, S) OIHW,
+// bias (K). Weights are reordered per call.
+void cpu_conv_fused_forward(CpuConv *cc, const ConvShape *sh, const float *x, int x_blocked,
+                            const float *w, const float *bias, float *y, int y_blocked, int sum,
+                            int relu);
+// Reorders a (N, C, H, W) tensor between NCHW and the blocked layout, in place (to_blocked = 1:
+// NCHW -> blocked), or from src into a different buffer dst when dst != src.
+void cpu_conv_relayout(CpuConv *cc, int n, int c, int h, int w, const float *src, float *dst,
+                       int to_blocked);
+
 // The version of the oneDNN library this program runs on, from dnnl_version() at run time:
 // "3.7.2" (built against the same major version: 2.x and 3.x differ in soname).
 const char *cpu_conv_onednn_version(void);

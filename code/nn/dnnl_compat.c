@@ -94,3 +94,67 @@ dnnl_status_t dnnlc_conv_backward_pds(dnnl_primitive_desc_t *data, dnnl_primitiv
 }
 
 #endif
+
+// ----------------------------------------------------------------------------
+// fused inference convolutions
+
+#if DNNL_VERSION_MAJOR >= 3
+dnnl_status_t dnnlc_md_init(dnnl_memory_desc_t *md, int ndims, const dnnl_dims_t dims,
+                            dnnl_format_tag_t tag) {
+    *md = NULL;
+    return dnnl_memory_desc_create_with_tag(md, ndims, dims, dnnl_f32, tag);
+}
+
+void dnnlc_md_free(dnnl_memory_desc_t *md) {
+    if (*md) dnnl_memory_desc_destroy(*md);
+    *md = NULL;
+}
+#else
+dnnl_status_t dnnlc_md_init(dnnl_memory_desc_t *md, int ndims, const dnnl_dims_t dims,
+                            dnnl_format_tag_t tag) {
+    memset(md, 0, sizeof *md);
+    return dnnl_memory_desc_init_by_tag(md, ndims, dims, dnnl_f32, tag);
+}
+
+void dnnlc_md_free(dnnl_memory_desc_t *md) { memset(md, 0, sizeof *md); }
+#endif
+
+dnnl_status_t dnnlc_attr_sum_relu(dnnl_primitive_attr_t *attr, int sum, int relu) {
+    *attr = NULL;
+    if (!sum && !relu) return dnnl_success;
+    dnnl_post_ops_t ops;
+    dnnl_status_t st = dnnl_post_ops_create(&ops);
+    if (st != dnnl_success) return st;
+#if DNNL_VERSION_MAJOR >= 3
+    if (sum) st = dnnl_post_ops_append_sum(ops, 1.0f, 0, dnnl_data_type_undef);
+    if (st == dnnl_success && relu)
+        st = dnnl_post_ops_append_eltwise(ops, dnnl_eltwise_relu, 0.0f, 0.0f);
+#else
+    if (sum) st = dnnl_post_ops_append_sum(ops, 1.0f);
+    if (st == dnnl_success && relu)
+        st = dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f);
+#endif
+    if (st == dnnl_success) st = dnnl_primitive_attr_create(attr);
+    if (st == dnnl_success) st = dnnl_primitive_attr_set_post_ops(*attr, ops);
+    dnnl_post_ops_destroy(ops);
+    if (st != dnnl_success && *attr) dnnl_primitive_attr_destroy(*attr), *attr = NULL;
+    return st;
+}
+
+dnnl_status_t dnnlc_conv_inference_pd(dnnl_primitive_desc_t *pd, dnnl_engine_t eng, DnnlMd src,
+                                      DnnlMd wei, DnnlMd bias, DnnlMd dst, int stride, int pad,
+                                      const_dnnl_primitive_attr_t attr) {
+    dnnl_dims_t strides = {stride, stride}, p = {pad, pad};
+#if DNNL_VERSION_MAJOR >= 3
+    dnnl_dims_t dil = {0, 0};
+    return dnnl_convolution_forward_primitive_desc_create(pd, eng, dnnl_forward_inference,
+                                                          dnnl_convolution_direct, src, wei, bias,
+                                                          dst, strides, dil, p, p, attr);
+#else
+    dnnl_convolution_desc_t d;
+    dnnl_status_t st = dnnl_convolution_forward_desc_init(&d, dnnl_forward_inference,
+                                                          dnnl_convolution_direct, src, wei, bias,
+                                                          dst, strides, p, p);
+    return st != dnnl_success ? st : dnnl_primitive_desc_create(pd, &d, attr, eng, NULL);
+#endif
+}

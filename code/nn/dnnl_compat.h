@@ -51,4 +51,21 @@ dnnl_status_t dnnlc_conv_backward_pds(dnnl_primitive_desc_t *data, dnnl_primitiv
                                       dnnl_engine_t eng, const DnnlConvMds *m, int stride, int pad,
                                       const_dnnl_primitive_desc_t hint);
 
+// -- fused inference convolutions (the eval path: conv + bias + sum + relu) ----------------
+
+// A float32 memory descriptor of ndims (1 or 4) dims in the given format tag (dnnl_nchw,
+// dnnl_nChw8c, dnnl_nChw16c, dnnl_a, dnnl_format_tag_any). Owned: dnnlc_md_free releases it.
+dnnl_status_t dnnlc_md_init(dnnl_memory_desc_t *md, int ndims, const dnnl_dims_t dims,
+                            dnnl_format_tag_t tag);
+void dnnlc_md_free(dnnl_memory_desc_t *md);
+
+// Attributes whose post-ops are, in order: sum (dst += the value dst held before, scale 1) when
+// sum, then eltwise relu when relu. *attr is NULL when neither (no attributes needed).
+dnnl_status_t dnnlc_attr_sum_relu(dnnl_primitive_attr_t *attr, int sum, int relu);
+
+// A direct forward_inference convolution with bias and attributes (attr may be NULL).
+dnnl_status_t dnnlc_conv_inference_pd(dnnl_primitive_desc_t *pd, dnnl_engine_t eng, DnnlMd src,
+                                      DnnlMd wei, DnnlMd bias, DnnlMd dst, int stride, int pad,
+                                      const_dnnl_primitive_attr_t attr);
+
 #endif // DNNL_COMPAT_H
