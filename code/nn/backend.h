@@ -20,6 +20,13 @@
 typedef enum { DEVICE_CPU = 0, DEVICE_CUDA = 1 } DeviceKind;
 typedef enum { PREC_FP32 = 0, PREC_FP16 = 1 } Precision;
 
+// What --precision asked for and what it became (backend_open_precision fills it in).
+typedef struct {
+    char requested[8];  // "auto", "fp32", "fp16"
+    char choice[128];   // for people: "float32", "float32 (bf16 capable, not yet implemented)",
+                        // "float16 mixed precision (autocast)"
+} PrecisionInfo;
+
 typedef struct Backend Backend;
 
 typedef struct Tensor {
@@ -46,6 +53,7 @@ struct Backend {
     DeviceKind device;
     Precision precision;   // fp16 = autocast-style mixed precision (CUDA only)
     char description[128]; // "CPU: 2 threads, oneDNN" / "CUDA: NVIDIA H100 80GB, cuDNN 9.x"
+    PrecisionInfo prec_info; // set by backend_open_precision (zero otherwise)
     void *priv;
 
     // -- tensors ---------------------------------------------------------------------------
@@ -118,6 +126,14 @@ struct Backend {
 // line saying which device it uses unless quiet). Returns NULL with a clear message in err when the
 // device cannot be used (e.g. "--device cuda: no CUDA GPU found (cudaGetDeviceCount: ...)").
 Backend *backend_open(const char *device, Precision precision, int quiet, char *err, size_t errlen);
+// The same, with the precision given as the programs' --precision: "auto" (or NULL; the
+// default): the tutorial's mixed precision where the device runs it natively (fp16 autocast on
+// CUDA; on a CPU it would be bf16 where oneDNN reports avx512_core_bf16 or AMX, which is not
+// implemented yet, so float32), float32 otherwise; "fp32"; "fp16" (CUDA; the CPU computes fp32);
+// "bf16": refused with a message saying why (no native bf16 on this CPU, or not implemented yet).
+// The device line says which precision was chosen; be->prec_info records it.
+Backend *backend_open_precision(const char *device, const char *precision, int quiet, char *err,
+                                size_t errlen);
 void backend_close(Backend *be);
 
 // Backend constructors (backend_cuda_create exists only when CUDA was found at build time; see

@@ -562,3 +562,27 @@ const char *cpu_conv_onednn_version(void) {
     snprintf(buf, sizeof buf, "%d.%d.%d", v->major, v->minor, v->patch);
     return buf;
 }
+
+const char *cpu_conv_isa(int *native_bf16) {
+    // the ISA values are cumulative bit masks: each includes the bits of those it extends
+    static const struct {
+        dnnl_cpu_isa_t isa;
+        const char *name;
+        int bf16;
+    } known[] = {
+        {dnnl_cpu_isa_avx512_core_amx, "avx512_core_amx", 1},
+        {dnnl_cpu_isa_avx512_core_bf16, "avx512_core_bf16", 1},
+        {dnnl_cpu_isa_avx512_core_vnni, "avx512_core_vnni", 0},
+        {dnnl_cpu_isa_avx512_core, "avx512_core", 0},
+        {dnnl_cpu_isa_avx2, "avx2", 0},
+        {dnnl_cpu_isa_sse41, "sse41", 0},
+    };
+    const unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
+    for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+        if ((isa & (unsigned)known[i].isa) == (unsigned)known[i].isa) {
+            if (native_bf16) *native_bf16 = known[i].bf16;
+            return known[i].name;
+        }
+    if (native_bf16) *native_bf16 = 0;
+    return "unknown";
+}

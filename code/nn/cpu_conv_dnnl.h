@@ -53,6 +53,10 @@ void cpu_conv_relayout(CpuConv *cc, int n, int c, int h, int w, const float *src
 // "3.7.2" (built against the same major version: 2.x and 3.x differ in soname).
 const char *cpu_conv_onednn_version(void);
 
+// oneDNN's effective CPU ISA (dnnl_get_effective_cpu_isa) as a name ("avx2", "avx512_core_amx",
+// ...), and whether it computes bf16 natively (avx512_core_bf16 or AMX).
+const char *cpu_conv_isa(int *native_bf16);
+
 // Name of the oneDNN implementation used for a shape ("jit:avx512_core", ...), for benchmarks.
 const char *cpu_conv_impl(CpuConv *cc, const ConvShape *sh, int which); // 0 fwd, 1 bwd_d, 2 bwd_w
 
