@@ -152,6 +152,46 @@ static void test_conv(ConvCase cs) {
     for (int i = 0; i < 6; i++) pair_free(*all[i]);
 }
 
+// The fused inference convolution y = act(conv(x, w) + b + residual), chained as in a residual
+// block: y = relu(conv(x) + b1), z = conv(y) + b2, then relu(conv(z) + b2 + y) written over y
+// (the fast backend keeps y and z blocked, and takes the sum in place). Then the same chain again with the weights the
+// first chain left in the fast backend's blocked weight layout, and every tensor read back (the
+// fast backend turns blocked tensors back to NCHW when another op or a download reads them).
+static void test_conv_fused(int n, int c, int h, int w, int k, int r, int stride, int pad) {
+    int P = (h + 2 * pad - r) / stride + 1, Q = (w + 2 * pad - r) / stride + 1;
+    float s1 = 1.0f / sqrtf((float)c * r * r), s2 = 1.0f / sqrtf((float)k * 9);
+    Pair x = pair_rand(n, c, h, w, -1, 1, 0), w1 = pair_rand(k, c, r, r, -s1, s1, 0);
+    Pair b1 = pair_rand(k, 1, 1, 1, -0.5f, 0.5f, 0), w2 = pair_rand(k, k, 3, 3, -s2, s2, 0);
+    Pair b2 = pair_rand(k, 1, 1, 1, -0.5f, 0.5f, 0), y = pair_new(n, k, P, Q), z = pair_new(n, k, P, Q);
+    char what[160];
+    for (int round = 0; round < 2; round++) {
+        ref->conv_bias_act_forward(ref, x.r, w1.r, b1.r, NULL, y.r, stride, pad, 1);
+        fast->conv_bias_act_forward(fast, x.f, w1.f, b1.f, NULL, y.f, stride, pad, 1);
+        ref->conv_bias_act_forward(ref, y.r, w2.r, b2.r, NULL, z.r, 1, 1, 0); // no relu, no sum
+        fast->conv_bias_act_forward(fast, y.f, w2.f, b2.f, NULL, z.f, 1, 1, 0);
+        snprintf(what, sizeof what, "conv+bias %dx%d x(%d,%d,%d,%d) K %d round %d", 3, 3, n, k, P,
+                 Q, k, round);
+        check(what, z, 2e-5, 1e-4);
+        ref->conv_bias_act_forward(ref, z.r, w2.r, b2.r, y.r, y.r, 1, 1, 1); // in place over y
+        fast->conv_bias_act_forward(fast, z.f, w2.f, b2.f, y.f, y.f, 1, 1, 1);
+        snprintf(what, sizeof what, "conv+bias+sum+relu x(%d,%d,%d,%d) %dx%d/%d K %d round %d", n,
+                 c, h, w, r, r, stride, k, round);
+        check(what, y, 2e-5, 1e-4);
+    }
+    // the residual in another tensor, and relu(y) read by a plain op afterwards
+    ref->conv_bias_act_forward(ref, x.r, w1.r, b1.r, z.r, y.r, stride, pad, 1);
+    fast->conv_bias_act_forward(fast, x.f, w1.f, b1.f, z.f, y.f, stride, pad, 1);
+    ref->relu_forward(ref, y.r, z.r);
+    fast->relu_forward(fast, y.f, z.f);
+    snprintf(what, sizeof what, "conv+bias+residual+relu, then relu x(%d,%d,%d,%d) K %d", n, c, h, w, k);
+    check(what, z, 2e-5, 1e-4);
+    check("fused conv weights read back (w1)", w1, 0, 0);
+    check("fused conv weights read back (w2)", w2, 0, 0);
+    check("fused conv input read back", x, 0, 0);
+    Pair *all[7] = {&x, &w1, &b1, &w2, &b2, &y, &z};
+    for (int i = 0; i < 7; i++) pair_free(*all[i]);
+}
+
 // ----------------------------------------------------------------------------
 // batch norm
 
@@ -663,6 +703,13 @@ int main(int argc, char **argv) {
         {3, 8, 224, 224, 64, 1, 1, 0}, // 38.5 MB output: the forward runs on sub-batches 2 + 1
     };
     for (size_t i = 0; i < sizeof convs / sizeof *convs; i++) test_conv(convs[i]);
+    // Fused inference convolutions (eval path): the stem (3 channels), blocked 3x3 and 1x1/2,
+    // and channel counts that are not multiples of the block (NCHW throughout).
+    test_conv_fused(2, 3, 32, 32, 16, 7, 2, 3);
+    test_conv_fused(2, 16, 14, 14, 16, 3, 1, 1);
+    test_conv_fused(2, 16, 14, 14, 32, 1, 2, 0);
+    test_conv_fused(2, 64, 9, 9, 128, 3, 2, 1);
+    test_conv_fused(1, 5, 10, 12, 7, 3, 1, 1);
     // Batch norm: training and eval, with and without parameter gradients, with a large mean.
     test_bn(4, 16, 14, 14, 0, 1, 1);
     test_bn(4, 16, 14, 14, 50.0f, 1, 1);

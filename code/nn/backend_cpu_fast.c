@@ -6,6 +6,8 @@
 //   convolution (conv_bias_act_forward), which keeps activations in oneDNN's blocked layout
 //   nChw8c / nChw16c from one convolution to the next (t->layout = LAYOUT_BLOCKED). Every other
 //   op first turns a blocked input back into NCHW in place (plain()), and marks what it writes NCHW;
+//   the fused convolution's weights stay in oneDNN's blocked weight layout (LAYOUT_WEIGHTS) until
+//   something else reads or writes them (an upload marks them NCHW again);
 // - the memory-bound layers (batch norm, ReLU, residual add, pooling, linear, Adam, fills) are
 //   written here as vectorisable loops, split over threads with OpenMP (the same thread pool
 //   oneDNN uses).
@@ -50,14 +52,18 @@ static inline float *F(const Tensor *t) { return (float *)t->data; }
 // ----------------------------------------------------------------------------
 // layouts: NCHW (0) or oneDNN's blocked nChw<B>c (LAYOUT_BLOCKED), see the top of the file
 
-#define LAYOUT_BLOCKED 1
+#define LAYOUT_BLOCKED 1 // an activation in nChw8c / nChw16c
+#define LAYOUT_WEIGHTS 2 // a weight in OIhw8i8o / OIhw16i16o (Ohwi8o / Ohwi16o for 3 channels):
+                         // a fused convolution's weights stay so from call to call
 
-// t in the given layout (0 NCHW, LAYOUT_BLOCKED), converted in place if needed. The logical
-// tensor is unchanged, so this is allowed on the const inputs of an op.
+// t in the given layout (0 NCHW, LAYOUT_BLOCKED, LAYOUT_WEIGHTS), converted in place if needed
+// (through NCHW). The logical tensor is unchanged, so this is allowed on the const inputs of an op.
 static void to_layout(const Tensor *t, int layout) {
     if (t->layout == layout) return;
-    cpu_conv_relayout(FS(t->be)->conv, t->n, t->c, t->h, t->w, (const float *)t->data,
-                      (float *)t->data, layout == LAYOUT_BLOCKED);
+    CpuConv *cc = FS(t->be)->conv;
+    float *d = (float *)t->data;
+    if (t->layout) cpu_conv_relayout(cc, t->n, t->c, t->h, t->w, d, d, 0, t->layout == LAYOUT_WEIGHTS);
+    if (layout) cpu_conv_relayout(cc, t->n, t->c, t->h, t->w, d, d, 1, layout == LAYOUT_WEIGHTS);
     ((Tensor *)t)->layout = layout;
 }
 
@@ -160,16 +166,22 @@ static void fast_conv_bias_act_forward(Backend *be, const Tensor *x, const Tenso
             "channels", b->numel, w->n);
     if (x == y || x == residual)
         die("backend_cpu_fast.c: conv_bias_act_forward: x must not be y or the residual");
-    plain(w);
     plain(b);
     CpuConv *cc = FS(be)->conv;
     const int block = cpu_conv_block(cc);
     const int xl = x->c % block == 0 ? LAYOUT_BLOCKED : 0, yl = y->c % block == 0 ? LAYOUT_BLOCKED : 0;
+    const int wb = cpu_conv_fused_weights_blocked(cc, &sh, xl == LAYOUT_BLOCKED,
+                                                  yl == LAYOUT_BLOCKED, residual != NULL, relu);
+    to_layout(w, wb ? LAYOUT_WEIGHTS : 0); // kept: the next call finds them converted
     to_layout(x, xl);
     if (residual && residual != y) {
         need_same_shape("conv_bias_act_forward residual", residual, y);
         if (residual->layout == yl) memcpy(y->data, residual->data, y->numel * sizeof(float));
-        else cpu_conv_relayout(cc, y->n, y->c, y->h, y->w, F(residual), F(y), yl == LAYOUT_BLOCKED);
+        else if (residual->layout == 0) cpu_conv_relayout(cc, y->n, y->c, y->h, y->w, F(residual), F(y), 1, 0);
+        else {
+            to_layout(residual, yl);
+            memcpy(y->data, residual->data, y->numel * sizeof(float));
+        }
     } else if (residual) {
         to_layout(y, yl);
     }

@@ -95,6 +95,7 @@ typedef struct {
 typedef struct {
     ConvShape sh;
     int x_blocked, y_blocked, sum, relu;
+    int w_fixed;              // the primitive reads weights in wei_tag() (else: reordered per call)
     unsigned long last_use;
     Stage fwd;
     dnnl_memory_t m_src, m_wei, m_bias, m_dst;
@@ -103,11 +104,11 @@ typedef struct {
 
 // A reorder between NCHW and the blocked layout for one shape and direction.
 typedef struct {
-    int n, c, h, w, to_blocked;
+    int n, c, h, w, to_blocked, weights;
     Reorder r;
 } Relayout;
 
-#define MAX_RELAYOUTS 16
+#define MAX_RELAYOUTS 32
 
 struct CpuConv {
     int threads;
@@ -300,6 +301,16 @@ static dnnl_format_tag_t act_tag(const CpuConv *cc, int blocked) {
     return !blocked ? dnnl_nchw : cc->block == 16 ? dnnl_nChw16c : dnnl_nChw8c;
 }
 
+// The blocked weight layout that matches act_tag's activations (what oneDNN's direct float32
+// kernels read): OIhw8i8o / OIhw16i16o, or Ohwi8o / Ohwi16o when C is not a multiple of the block
+// (conv1's 3 input channels). 0 (none) when K is not a multiple of the block (padded: a
+// different size).
+static dnnl_format_tag_t wei_tag(const CpuConv *cc, int k, int c) {
+    if (k % cc->block) return dnnl_format_tag_undef;
+    if (c % cc->block == 0) return cc->block == 16 ? dnnl_OIhw16i16o : dnnl_OIhw8i8o;
+    return cc->block == 16 ? dnnl_Ohwi16o : dnnl_Ohwi8o;
+}
+
 static void fplan_free(FusedPlan *fp) {
     if (fp->fwd.prim) dnnl_primitive_destroy(fp->fwd.prim);
     if (fp->fwd.pd) dnnl_primitive_desc_destroy(fp->fwd.pd);
@@ -322,9 +333,20 @@ static void fplan_build(CpuConv *cc, FusedPlan *fp) {
     DNNL_CHECK(dnnlc_md_init(&my, 4, yd, act_tag(cc, fp->y_blocked)), sh);
     dnnl_primitive_attr_t attr;
     DNNL_CHECK(dnnlc_attr_sum_relu(&attr, fp->sum, fp->relu), sh);
-    DNNL_CHECK(dnnlc_conv_inference_pd(&fp->fwd.pd, cc->eng, dnnlc_md(&mx), dnnlc_md(&mw),
-                                       dnnlc_md(&mb), dnnlc_md(&my), sh->stride, sh->pad, attr),
-               sh);
+    // weights in the fixed blocked layout if the kernels take it (then the caller keeps them in
+    // it from call to call); else in the layout oneDNN picks, reordered per call
+    dnnl_format_tag_t wt = wei_tag(cc, sh->k, sh->c);
+    dnnl_memory_desc_t mfw;
+    if (wt != dnnl_format_tag_undef && dnnlc_md_init(&mfw, 4, wd, wt) == dnnl_success) {
+        fp->w_fixed = dnnlc_conv_inference_pd(&fp->fwd.pd, cc->eng, dnnlc_md(&mx), dnnlc_md(&mfw),
+                                              dnnlc_md(&mb), dnnlc_md(&my), sh->stride, sh->pad,
+                                              attr) == dnnl_success;
+        dnnlc_md_free(&mfw);
+    }
+    if (!fp->w_fixed)
+        DNNL_CHECK(dnnlc_conv_inference_pd(&fp->fwd.pd, cc->eng, dnnlc_md(&mx), dnnlc_md(&mw),
+                                           dnnlc_md(&mb), dnnlc_md(&my), sh->stride, sh->pad, attr),
+                   sh);
     if (attr) dnnl_primitive_attr_destroy(attr);
     DNNL_CHECK(dnnl_primitive_create(&fp->fwd.prim, fp->fwd.pd), sh);
     DnnlMd pw = pd_md(fp->fwd.pd, dnnl_query_weights_md);
@@ -332,7 +354,7 @@ static void fplan_build(CpuConv *cc, FusedPlan *fp) {
     fp->m_wei = mem_none(cc, pw, sh);
     fp->m_bias = mem_none(cc, dnnlc_md(&mb), sh);
     fp->m_dst = mem_none(cc, dnnlc_md(&my), sh);
-    reorder_init(cc, &fp->w_in, dnnlc_md(&muw), pw, sh);
+    if (!fp->w_fixed) reorder_init(cc, &fp->w_in, dnnlc_md(&muw), pw, sh);
     dnnl_memory_desc_t *all[5] = {&mx, &mw, &muw, &mb, &my};
     for (int i = 0; i < 5; i++) dnnlc_md_free(all[i]);
 }
@@ -370,10 +392,14 @@ static FusedPlan *fplan_get(CpuConv *cc, const ConvShape *sh, int x_blocked, int
     return fp;
 }
 
-static Reorder *relayout_get(CpuConv *cc, int n, int c, int h, int w, int to_blocked) {
+// weights = 0: an activation (N, C, H, W) between nchw and act_tag; 1: a weight (K, C, R, S)
+// between oihw and wei_tag.
+static Reorder *relayout_get(CpuConv *cc, int n, int c, int h, int w, int to_blocked,
+                             int weights) {
     for (int i = 0; i < cc->nrelayouts; i++) {
         Relayout *rl = &cc->relayouts[i];
-        if (rl->n == n && rl->c == c && rl->h == h && rl->w == w && rl->to_blocked == to_blocked)
+        if (rl->n == n && rl->c == c && rl->h == h && rl->w == w && rl->to_blocked == to_blocked &&
+            rl->weights == weights)
             return &rl->r;
     }
     if (cc->nrelayouts == MAX_RELAYOUTS) { // rare: drop them all
@@ -381,11 +407,13 @@ static Reorder *relayout_get(CpuConv *cc, int n, int c, int h, int w, int to_blo
         cc->nrelayouts = 0;
     }
     Relayout *rl = &cc->relayouts[cc->nrelayouts++];
-    rl->n = n, rl->c = c, rl->h = h, rl->w = w, rl->to_blocked = to_blocked;
+    rl->n = n, rl->c = c, rl->h = h, rl->w = w, rl->to_blocked = to_blocked, rl->weights = weights;
     dnnl_dims_t d = {n, c, h, w};
     dnnl_memory_desc_t plain, blocked;
-    DNNL_CHECK(dnnlc_md_init(&plain, 4, d, dnnl_nchw), NULL);
-    DNNL_CHECK(dnnlc_md_init(&blocked, 4, d, act_tag(cc, 1)), NULL);
+    if (weights && wei_tag(cc, n, c) == dnnl_format_tag_undef)
+        die("cpu_conv_dnnl.c: internal error: no blocked layout for weights (%d, %d, %d, %d)", n, c, h, w);
+    DNNL_CHECK(dnnlc_md_init(&plain, 4, d, weights ? dnnl_oihw : dnnl_nchw), NULL);
+    DNNL_CHECK(dnnlc_md_init(&blocked, 4, d, weights ? wei_tag(cc, n, c) : act_tag(cc, 1)), NULL);
     if (to_blocked) reorder_init(cc, &rl->r, dnnlc_md(&plain), dnnlc_md(&blocked), NULL);
     else reorder_init(cc, &rl->r, dnnlc_md(&blocked), dnnlc_md(&plain), NULL);
     dnnlc_md_free(&plain);
@@ -507,12 +535,20 @@ void cpu_conv_backward(CpuConv *cc, const ConvShape *sh, const float *x, const f
 
 int cpu_conv_block(const CpuConv *cc) { return cc->block; }
 
+int cpu_conv_fused_weights_blocked(CpuConv *cc, const ConvShape *sh, int x_blocked,
+                                   int y_blocked, int sum, int relu) {
+    int saved = threads_enter(cc);
+    FusedPlan *fp = fplan_get(cc, sh, x_blocked, y_blocked, sum, relu);
+    threads_leave(cc, saved);
+    return fp->w_fixed;
+}
+
 void cpu_conv_fused_forward(CpuConv *cc, const ConvShape *sh, const float *x, int x_blocked,
                             const float *w, const float *bias, float *y, int y_blocked, int sum,
                             int relu) {
     int saved = threads_enter(cc);
     FusedPlan *fp = fplan_get(cc, sh, x_blocked, y_blocked, sum, relu);
-    void *pw = stage_in(cc, &fp->w_in, w, &cc->bw, sh);
+    void *pw = fp->w_fixed ? (void *)w : stage_in(cc, &fp->w_in, w, &cc->bw, sh);
     DNNL_CHECK(dnnl_memory_set_data_handle(fp->m_src, (void *)x), sh);
     DNNL_CHECK(dnnl_memory_set_data_handle(fp->m_wei, pw), sh);
     DNNL_CHECK(dnnl_memory_set_data_handle(fp->m_bias, (void *)bias), sh);
@@ -525,9 +561,9 @@ void cpu_conv_fused_forward(CpuConv *cc, const ConvShape *sh, const float *x, in
 }
 
 void cpu_conv_relayout(CpuConv *cc, int n, int c, int h, int w, const float *src, float *dst,
-                       int to_blocked) {
+                       int to_blocked, int weights) {
     int saved = threads_enter(cc);
-    Reorder *r = relayout_get(cc, n, c, h, w, to_blocked);
+    Reorder *r = relayout_get(cc, n, c, h, w, to_blocked, weights);
     if (r->prim) {
         size_t bytes = (size_t)n * c * h * w * sizeof(float);
         if (dst == src) {

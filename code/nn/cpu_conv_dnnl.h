@@ -39,15 +39,19 @@ int cpu_conv_block(const CpuConv *cc);
 
 // y = act(conv(x, w) + bias [+ y]): a forward_inference convolution with bias and the post-ops
 // sum (dst += what y held: the residual, already in y in y's layout) when sum, relu when relu.
-// x_blocked / y_blocked: whether x / y are in the blocked layout (else NCHW). w (K, C, R, S) OIHW,
-// bias (K). Weights are reordered per call.
+// x_blocked / y_blocked: whether x / y are in the blocked layout (else NCHW). bias (K). w (K, C,
+// R, S): in the blocked weight layout (cpu_conv_relayout with weights = 1) when
+// cpu_conv_fused_weights_blocked says so for these arguments, else OIHW (reordered per call).
+int cpu_conv_fused_weights_blocked(CpuConv *cc, const ConvShape *sh, int x_blocked,
+                                   int y_blocked, int sum, int relu);
 void cpu_conv_fused_forward(CpuConv *cc, const ConvShape *sh, const float *x, int x_blocked,
                             const float *w, const float *bias, float *y, int y_blocked, int sum,
                             int relu);
-// Reorders a (N, C, H, W) tensor between NCHW and the blocked layout, in place (to_blocked = 1:
-// NCHW -> blocked), or from src into a different buffer dst when dst != src.
+// Reorders a (N, C, H, W) activation (weights = 0) between NCHW and the blocked layout, or a
+// (K, C, R, S) weight (weights = 1) between OIHW and the blocked weight layout, in place
+// (to_blocked = 1: NCHW/OIHW -> blocked), or from src into a different buffer dst when dst != src.
 void cpu_conv_relayout(CpuConv *cc, int n, int c, int h, int w, const float *src, float *dst,
-                       int to_blocked);
+                       int to_blocked, int weights);
 
 // The version of the oneDNN library this program runs on, from dnnl_version() at run time:
 // "3.7.2" (built against the same major version: 2.x and 3.x differ in soname).
