@@ -261,6 +261,17 @@ static void plan_free(Plan *pl) {
     free(pl);
 }
 
+static void shape_check(const ConvShape *sh) {
+    if (sh->n <= 0 || sh->c <= 0 || sh->h <= 0 || sh->w <= 0 || sh->k <= 0 || sh->r <= 0 ||
+        sh->s <= 0 || sh->stride <= 0 || sh->pad < 0 ||
+        sh->p != (sh->h + 2 * sh->pad - sh->r) / sh->stride + 1 ||
+        sh->q != (sh->w + 2 * sh->pad - sh->s) / sh->stride + 1)
+        die("cpu_conv_dnnl.c: inconsistent convolution shapes: x (%d, %d, %d, %d), w (%d, %d, "
+            "%d, %d), y (%d, %d, %d, %d), stride %d, pad %d",
+            sh->n, sh->c, sh->h, sh->w, sh->k, sh->c, sh->r, sh->s, sh->n, sh->k, sh->p, sh->q,
+            sh->stride, sh->pad);
+}
+
 static Plan *plan_get(CpuConv *cc, const ConvShape *sh, int need_bwd) {
     Plan *pl = NULL;
     for (int i = 0; i < cc->nplans; i++)
@@ -269,14 +280,7 @@ static Plan *plan_get(CpuConv *cc, const ConvShape *sh, int need_bwd) {
             break;
         }
     if (!pl) {
-        if (sh->n <= 0 || sh->c <= 0 || sh->h <= 0 || sh->w <= 0 || sh->k <= 0 || sh->r <= 0 ||
-            sh->s <= 0 || sh->stride <= 0 || sh->pad < 0 ||
-            sh->p != (sh->h + 2 * sh->pad - sh->r) / sh->stride + 1 ||
-            sh->q != (sh->w + 2 * sh->pad - sh->s) / sh->stride + 1)
-            die("cpu_conv_dnnl.c: inconsistent convolution shapes: x (%d, %d, %d, %d), w (%d, %d, "
-                "%d, %d), y (%d, %d, %d, %d), stride %d, pad %d",
-                sh->n, sh->c, sh->h, sh->w, sh->k, sh->c, sh->r, sh->s, sh->n, sh->k, sh->p, sh->q,
-                sh->stride, sh->pad);
+        shape_check(sh);
         if (cc->nplans == MAX_PLANS) { // evict the least recently used plan
             int old = 0;
             for (int i = 1; i < cc->nplans; i++)
@@ -369,13 +373,7 @@ static FusedPlan *fplan_get(CpuConv *cc, const ConvShape *sh, int x_blocked, int
             return fp;
         }
     }
-    if (sh->n <= 0 || sh->c <= 0 || sh->k <= 0 || sh->stride <= 0 || sh->pad < 0 ||
-        sh->p != (sh->h + 2 * sh->pad - sh->r) / sh->stride + 1 ||
-        sh->q != (sh->w + 2 * sh->pad - sh->s) / sh->stride + 1)
-        die("cpu_conv_dnnl.c: inconsistent fused convolution shapes: x (%d, %d, %d, %d), w (%d, "
-            "%d, %d, %d), y (%d, %d, %d, %d), stride %d, pad %d",
-            sh->n, sh->c, sh->h, sh->w, sh->k, sh->c, sh->r, sh->s, sh->n, sh->k, sh->p, sh->q,
-            sh->stride, sh->pad);
+    shape_check(sh);
     if (cc->nfplans == MAX_PLANS) { // evict the least recently used plan
         int old = 0;
         for (int i = 1; i < cc->nfplans; i++)

@@ -203,6 +203,20 @@ static void free_tensor(Backend *be, Tensor **t) {
 
 static void pool_clear(ResNet34 *m);
 
+#define MAX_CONVS (1 + 3 * NUM_BLOCKS)
+
+// Every convolution, in forward order (conv1, then per block conv1, conv2 and the downsample).
+static int list_convs(ResNet34 *m, Conv **cv) {
+    int n = 0;
+    cv[n++] = &m->conv1;
+    for (int i = 0; i < NUM_BLOCKS; i++) {
+        cv[n++] = &m->blocks[i].conv1;
+        cv[n++] = &m->blocks[i].conv2;
+        if (m->blocks[i].ds.w) cv[n++] = &m->blocks[i].ds;
+    }
+    return n;
+}
+
 void resnet34_free(ResNet34 *m) {
     if (!m) return;
     Backend *be = m->be;
@@ -220,29 +234,14 @@ void resnet34_free(ResNet34 *m) {
         free_tensor(be, &p->adam_m);
         free_tensor(be, &p->adam_v);
     }
-    BN *bns[1 + 3 * NUM_BLOCKS];
-    int nb = 0;
-    bns[nb++] = &m->bn1;
-    for (int i = 0; i < NUM_BLOCKS; i++) {
-        bns[nb++] = &m->blocks[i].bn1;
-        bns[nb++] = &m->blocks[i].bn2;
-        if (m->blocks[i].ds.w) bns[nb++] = &m->blocks[i].dsbn;
-    }
-    for (int i = 0; i < nb; i++) {
-        free_tensor(be, &bns[i]->bn.save_mean);
-        free_tensor(be, &bns[i]->bn.save_invstd);
-    }
-    Conv *convs[1 + 3 * NUM_BLOCKS];
-    int nc = 0;
-    convs[nc++] = &m->conv1;
-    for (int i = 0; i < NUM_BLOCKS; i++) {
-        convs[nc++] = &m->blocks[i].conv1;
-        convs[nc++] = &m->blocks[i].conv2;
-        if (m->blocks[i].ds.w) convs[nc++] = &m->blocks[i].ds;
-    }
+    // every batch norm follows exactly one convolution
+    Conv *convs[MAX_CONVS];
+    const int nc = list_convs(m, convs);
     for (int i = 0; i < nc; i++) {
         free_tensor(be, &convs[i]->fw);
         free_tensor(be, &convs[i]->fb);
+        free_tensor(be, &convs[i]->bn->bn.save_mean);
+        free_tensor(be, &convs[i]->bn->bn.save_invstd);
     }
     free(m);
 }
@@ -644,13 +643,9 @@ static void fold_conv(ResNet34 *m, Conv *cv) {
 
 static void fold_all(ResNet34 *m) {
     if (m->folded_version == m->version) return;
-    fold_conv(m, &m->conv1);
-    for (int i = 0; i < NUM_BLOCKS; i++) {
-        Block *b = &m->blocks[i];
-        fold_conv(m, &b->conv1);
-        fold_conv(m, &b->conv2);
-        if (b->ds.w) fold_conv(m, &b->ds);
-    }
+    Conv *convs[MAX_CONVS];
+    const int nc = list_convs(m, convs);
+    for (int i = 0; i < nc; i++) fold_conv(m, convs[i]);
     m->folded_version = m->version;
 }
 
