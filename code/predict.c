@@ -51,7 +51,8 @@ static void usage(FILE *f) {
         "  --logits OUT.f32       write the raw logits, N x classes float32\n"
         "  --features OUT.f32     write the pooled 512-d features, N x 512 float32\n"
         "  --device auto|cpu|cuda where to run (default auto: a usable GPU, else the CPU)\n"
-        "  --precision fp32|fp16  fp16 = mixed precision, CUDA only (default fp32)\n"
+        "  --precision P          auto, fp32, fp16 or bf16 (default auto: fp16 autocast on\n"
+        "                         cuda, float32 on the CPU; as the training programs)\n"
         "  --quiet                no device/weights lines on stderr\n"
         "  --help                 this text\n");
 }
@@ -74,7 +75,7 @@ static long parse_long(const char *opt, const char *s, long lo, long hi) {
 }
 
 static void parse_args(int argc, char **argv, Options *o) {
-    *o = (Options){.weights = DEFAULT_WEIGHTS, .device = "auto", .precision = "fp32",
+    *o = (Options){.weights = DEFAULT_WEIGHTS, .device = "auto", .precision = "auto",
                    .classes = 1000, .top = 5};
     o->images = xmalloc(sizeof(char *) * (size_t)(argc + 1));
     int classes_given = 0, seed_given = 0;
@@ -129,8 +130,6 @@ static void parse_args(int argc, char **argv, Options *o) {
     }
     if (!random && (classes_given || seed_given))
         die("--classes and --seed are for --weights random; a checkpoint brings its own head");
-    if (strcmp(o->precision, "fp32") && strcmp(o->precision, "fp16"))
-        die("--precision %s: expected fp32 or fp16", o->precision);
     if (strcmp(o->device, "auto") && strcmp(o->device, "cpu") && strcmp(o->device, "cuda"))
         die("--device %s: expected auto, cpu or cuda", o->device);
 }
@@ -298,10 +297,8 @@ int main(int argc, char **argv) {
     char err[1024];
     StateDict sd = {0};
     int classes = read_weights(&o, &sd);
-    Precision prec = strcmp(o.precision, "fp16") ? PREC_FP32 : PREC_FP16;
-    Backend *be = backend_open(o.device, prec, 1, err, sizeof err);
+    Backend *be = backend_open_precision(o.device, o.precision, o.quiet, err, sizeof err);
     if (!be) die("%s", err);
-    if (!o.quiet) fprintf(stderr, "device: %s\n", be->description);
     ResNet34 *m = build_model(be, &o, &sd, classes);
 
     // -- outputs

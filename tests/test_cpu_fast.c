@@ -4,7 +4,10 @@
 // non-square sizes, and one full 224x224 conv1): convolution forward and both backward passes
 // (1x1, 3x3, 7x7; stride 1 and 2; padding), batch norm in training and eval mode (forward, running
 // statistics, backward with and without parameter gradients), ReLU, residual adds, max pool with
-// many ties, average pool, linear, Adam, fill/copy/non-finite check.
+// many ties, average pool, linear, Adam, fill/copy/non-finite check. Then two fast backends side
+// by side (1 and 2 threads), convolutions interleaved on both, each against the reference: each
+// keeps its oneDNN plans and thread count in its own priv, and neither touches the caller's OpenMP
+// thread count.
 //
 // Tolerances, |fast - ref| <= atol + rtol |ref| for every element, atol given as a fraction of the
 // tensor's largest finite |ref| (equal infinities and NaN against NaN match):
@@ -20,6 +23,7 @@
 //   test-cpu-fast --bench    time the fast kernels at ResNet34's batch-32, 224x224 shapes
 #define _GNU_SOURCE
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,6 +150,46 @@ static void test_conv(ConvCase cs) {
     check(what, dx, 2e-5, 1e-4);
     Pair *all[6] = {&x, &w, &y, &dy, &dx, &dw};
     for (int i = 0; i < 6; i++) pair_free(*all[i]);
+}
+
+// The fused inference convolution y = act(conv(x, w) + b + residual), chained as in a residual
+// block: y = relu(conv(x) + b1), z = conv(y) + b2, then relu(conv(z) + b2 + y) written over y
+// (the fast backend keeps y and z blocked, and takes the sum in place). Then the same chain again with the weights the
+// first chain left in the fast backend's blocked weight layout, and every tensor read back (the
+// fast backend turns blocked tensors back to NCHW when another op or a download reads them).
+static void test_conv_fused(int n, int c, int h, int w, int k, int r, int stride, int pad) {
+    int P = (h + 2 * pad - r) / stride + 1, Q = (w + 2 * pad - r) / stride + 1;
+    float s1 = 1.0f / sqrtf((float)c * r * r), s2 = 1.0f / sqrtf((float)k * 9);
+    Pair x = pair_rand(n, c, h, w, -1, 1, 0), w1 = pair_rand(k, c, r, r, -s1, s1, 0);
+    Pair b1 = pair_rand(k, 1, 1, 1, -0.5f, 0.5f, 0), w2 = pair_rand(k, k, 3, 3, -s2, s2, 0);
+    Pair b2 = pair_rand(k, 1, 1, 1, -0.5f, 0.5f, 0), y = pair_new(n, k, P, Q), z = pair_new(n, k, P, Q);
+    char what[160];
+    for (int round = 0; round < 2; round++) {
+        ref->conv_bias_act_forward(ref, x.r, w1.r, b1.r, NULL, y.r, stride, pad, 1);
+        fast->conv_bias_act_forward(fast, x.f, w1.f, b1.f, NULL, y.f, stride, pad, 1);
+        ref->conv_bias_act_forward(ref, y.r, w2.r, b2.r, NULL, z.r, 1, 1, 0); // no relu, no sum
+        fast->conv_bias_act_forward(fast, y.f, w2.f, b2.f, NULL, z.f, 1, 1, 0);
+        snprintf(what, sizeof what, "conv+bias %dx%d x(%d,%d,%d,%d) K %d round %d", 3, 3, n, k, P,
+                 Q, k, round);
+        check(what, z, 2e-5, 1e-4);
+        ref->conv_bias_act_forward(ref, z.r, w2.r, b2.r, y.r, y.r, 1, 1, 1); // in place over y
+        fast->conv_bias_act_forward(fast, z.f, w2.f, b2.f, y.f, y.f, 1, 1, 1);
+        snprintf(what, sizeof what, "conv+bias+sum+relu x(%d,%d,%d,%d) %dx%d/%d K %d round %d", n,
+                 c, h, w, r, r, stride, k, round);
+        check(what, y, 2e-5, 1e-4);
+    }
+    // the residual in another tensor, and relu(y) read by a plain op afterwards
+    ref->conv_bias_act_forward(ref, x.r, w1.r, b1.r, z.r, y.r, stride, pad, 1);
+    fast->conv_bias_act_forward(fast, x.f, w1.f, b1.f, z.f, y.f, stride, pad, 1);
+    ref->relu_forward(ref, y.r, z.r);
+    fast->relu_forward(fast, y.f, z.f);
+    snprintf(what, sizeof what, "conv+bias+residual+relu, then relu x(%d,%d,%d,%d) K %d", n, c, h, w, k);
+    check(what, z, 2e-5, 1e-4);
+    check("fused conv weights read back (w1)", w1, 0, 0);
+    check("fused conv weights read back (w2)", w2, 0, 0);
+    check("fused conv input read back", x, 0, 0);
+    Pair *all[7] = {&x, &w1, &b1, &w2, &b2, &y, &z};
+    for (int i = 0; i < 7; i++) pair_free(*all[i]);
 }
 
 // ----------------------------------------------------------------------------
@@ -417,6 +461,89 @@ static void test_adam(void) {
 }
 
 // ----------------------------------------------------------------------------
+// two fast backends side by side
+
+static Backend *fast_with_threads(const char *threads) {
+    char err[256];
+    setenv("PETS_THREADS", threads, 1);
+    Backend *be = backend_cpu_create(PREC_FP32, err, sizeof err);
+    unsetenv("PETS_THREADS");
+    if (!be) die("test_cpu_fast: cannot create the CPU backend: %s", err);
+    return be;
+}
+
+// Backends a and b run convolutions op by op in turn (forward a, forward b, backward a, backward
+// b, on different shapes and then on the same one), each result checked against the reference.
+// The caller's OpenMP thread count (3 here, neither backend's) must survive every call.
+static void test_two_backends(void) {
+    Backend *saved = fast;
+    omp_set_num_threads(3);
+    Backend *a = fast_with_threads("1"), *b = fast_with_threads("2");
+    CHECK(omp_get_max_threads() == 3, "creating fast backends changed the caller's OpenMP thread "
+          "count: 3 -> %d", omp_get_max_threads());
+    CHECK(strstr(a->description, " 1 thread,") && strstr(b->description, " 2 threads,"),
+          "descriptions \"%s\" / \"%s\" do not say 1 and 2 threads", a->description,
+          b->description);
+    CHECK(a->priv && b->priv && a->priv != b->priv, "the two fast backends share their state");
+    printf("side by side: %s | %s\n", a->description, b->description);
+    const ConvCase cases[3][2] = {
+        {{2, 16, 14, 14, 32, 3, 2, 1}, {3, 32, 13, 11, 48, 3, 1, 1}},
+        {{2, 24, 15, 15, 40, 3, 2, 1}, {2, 24, 15, 15, 40, 3, 2, 1}}, // one shape on both
+        {{2, 3, 32, 32, 16, 7, 2, 3}, {2, 64, 9, 9, 128, 1, 2, 0}},
+    };
+    Backend *bes[2] = {a, b};
+    for (int i = 0; i < 3; i++) {
+        Pair x[2], w[2], y[2], dy[2], dx[2], dw[2];
+        ConvCase cs[2] = {cases[i][0], cases[i][1]};
+        for (int j = 0; j < 2; j++) {
+            int P = (cs[j].h + 2 * cs[j].pad - cs[j].r) / cs[j].stride + 1,
+                Q = (cs[j].w + 2 * cs[j].pad - cs[j].r) / cs[j].stride + 1;
+            float ws = 1.0f / sqrtf((float)cs[j].c * cs[j].r * cs[j].r);
+            fast = bes[j];
+            x[j] = pair_rand(cs[j].n, cs[j].c, cs[j].h, cs[j].w, -1, 1, 0);
+            w[j] = pair_rand(cs[j].k, cs[j].c, cs[j].r, cs[j].r, -ws, ws, 0);
+            y[j] = pair_new(cs[j].n, cs[j].k, P, Q);
+            dy[j] = pair_rand(cs[j].n, cs[j].k, P, Q, -1, 1, 0);
+            dx[j] = pair_new(cs[j].n, cs[j].c, cs[j].h, cs[j].w);
+            dw[j] = pair_new(cs[j].k, cs[j].c, cs[j].r, cs[j].r);
+            ref->conv2d_forward(ref, x[j].r, w[j].r, y[j].r, cs[j].stride, cs[j].pad);
+            ref->conv2d_backward(ref, x[j].r, w[j].r, dy[j].r, dx[j].r, dw[j].r, cs[j].stride,
+                                 cs[j].pad);
+        }
+        for (int j = 0; j < 2; j++)
+            bes[j]->conv2d_forward(bes[j], x[j].f, w[j].f, y[j].f, cs[j].stride, cs[j].pad);
+        for (int j = 0; j < 2; j++)
+            bes[j]->conv2d_backward(bes[j], x[j].f, w[j].f, dy[j].f, dx[j].f, dw[j].f,
+                                    cs[j].stride, cs[j].pad);
+        for (int j = 0; j < 2; j++) {
+            char what[160];
+            fast = bes[j];
+            snprintf(what, sizeof what, "side by side %c: conv %dx%d/%d C %d K %d fwd", "ab"[j],
+                     cs[j].r, cs[j].r, cs[j].stride, cs[j].c, cs[j].k);
+            check(what, y[j], 2e-5, 1e-4);
+            snprintf(what, sizeof what, "side by side %c: conv %dx%d/%d C %d K %d dx", "ab"[j],
+                     cs[j].r, cs[j].r, cs[j].stride, cs[j].c, cs[j].k);
+            check(what, dx[j], 2e-5, 1e-4);
+            snprintf(what, sizeof what, "side by side %c: conv %dx%d/%d C %d K %d dw", "ab"[j],
+                     cs[j].r, cs[j].r, cs[j].stride, cs[j].c, cs[j].k);
+            check(what, dw[j], 2e-5, 1e-4);
+            Pair *all[6] = {&x[j], &w[j], &y[j], &dy[j], &dx[j], &dw[j]};
+            for (int k = 0; k < 6; k++) pair_free(*all[k]);
+        }
+        CHECK(omp_get_max_threads() == 3, "a fast backend's convolution changed the caller's "
+              "OpenMP thread count: 3 -> %d", omp_get_max_threads());
+    }
+    // Closing one leaves the other working.
+    backend_close(a);
+    fast = b;
+    test_conv((ConvCase){2, 16, 14, 14, 16, 3, 1, 1});
+    backend_close(b);
+    CHECK(omp_get_max_threads() == 3, "closing the fast backends changed the caller's OpenMP "
+          "thread count: 3 -> %d", omp_get_max_threads());
+    fast = saved;
+}
+
+// ----------------------------------------------------------------------------
 // benchmark: the fast kernels at ResNet34's batch-32 shapes
 
 typedef struct {
@@ -576,6 +703,13 @@ int main(int argc, char **argv) {
         {3, 8, 224, 224, 64, 1, 1, 0}, // 38.5 MB output: the forward runs on sub-batches 2 + 1
     };
     for (size_t i = 0; i < sizeof convs / sizeof *convs; i++) test_conv(convs[i]);
+    // Fused inference convolutions (eval path): the stem (3 channels), blocked 3x3 and 1x1/2,
+    // and channel counts that are not multiples of the block (NCHW throughout).
+    test_conv_fused(2, 3, 32, 32, 16, 7, 2, 3);
+    test_conv_fused(2, 16, 14, 14, 16, 3, 1, 1);
+    test_conv_fused(2, 16, 14, 14, 32, 1, 2, 0);
+    test_conv_fused(2, 64, 9, 9, 128, 3, 2, 1);
+    test_conv_fused(1, 5, 10, 12, 7, 3, 1, 1);
     // Batch norm: training and eval, with and without parameter gradients, with a large mean.
     test_bn(4, 16, 14, 14, 0, 1, 1);
     test_bn(4, 16, 14, 14, 50.0f, 1, 1);
@@ -594,6 +728,7 @@ int main(int argc, char **argv) {
     test_linear(4, 512, 37);
     test_linear(3, 512, 1000);
     test_adam();
+    test_two_backends();
 
     backend_close(ref);
     backend_close(fast);

@@ -5,7 +5,9 @@
 # - a missing weights file: says to run `make data` or pass --weights random (never a silent switch);
 # - --keep-fc with a 10-class checkpoint: refused, naming both fc shapes; without --keep-fc the
 #   same checkpoint is a valid start (its fc is replaced);
-# - bad options: exit 2 with a message;
+# - bad options: exit 2 with a message; --precision bf16 (not implemented, never emulated):
+#   refused naming the reason (no native bf16 on this CPU, or not implemented yet);
+# - the default --precision auto resolves to fp32 on the CPU and the results JSON records it;
 # - --resume with other settings (another seed): refused, showing both configurations;
 # - a damaged (truncated) checkpoint: refused naming the file;
 # - a full disk while writing results (simulated with `ulimit -f`, which makes writes past the
@@ -58,6 +60,12 @@ expect_fail "bad --epochs" 2 "--epochs" -- "$P04" --epochs abc
 expect_fail "unknown option" 2 "unknown option '--frobnicate'" -- "$P05" --frobnicate
 expect_fail "--bn-train is 04's" 2 "unknown option '--bn-train'" -- "$P05" --bn-train
 expect_fail "bad --precision" 2 "--precision" -- "$P04" --precision fp8
+# shellcheck disable=SC2086
+expect_fail "--precision bf16 (04)" 1 "--precision bf16: " "native bf16" -- \
+    "$P04" $FAKE --weights random --precision bf16 --epochs 0 --results "$TMP/rb"
+# shellcheck disable=SC2086
+expect_fail "--precision bf16 (05)" 1 "--precision bf16: " "native bf16" -- \
+    "$P05" $FAKE --weights random --precision bf16 --epochs 0 --results "$TMP/rb"
 "$P04" --help > "$TMP/out" 2>&1 || fail "--help should exit 0"
 grep -q -- "--bn-train" "$TMP/out" || fail "04 --help should document --bn-train"
 
@@ -65,6 +73,13 @@ grep -q -- "--bn-train" "$TMP/out" || fail "04 --help should document --bn-train
 # shellcheck disable=SC2086
 "$P04" $FAKE --weights random --seed 5 --epochs 1 --results "$TMP/r2" > "$TMP/out" 2>&1 ||
     fail "04 on the fake set failed: $(cat "$TMP/out")"
+grep -q "precision float32.*(--precision auto)" "$TMP/out" ||
+    fail "04 should say it chose float32 by --precision auto: $(grep device: "$TMP/out")"
+J="$TMP/r2/04-feature-extraction.json"
+grep -q '"precision": *"fp32"' "$J" && grep -q '"precision_requested": *"auto"' "$J" &&
+    grep -q '"precision_choice": *"float32' "$J" ||
+    fail "the results JSON should record precision fp32 chosen by auto: $(grep precision "$J")"
+echo "ok: --precision auto -> $(grep -m1 device: "$TMP/out"), recorded in the JSON"
 # shellcheck disable=SC2086
 expect_fail "--resume with another seed" 1 "other settings" "seed=5" "seed=6" -- \
     "$P04" $FAKE --weights random --seed 6 --epochs 2 --resume --results "$TMP/r2"

@@ -34,6 +34,34 @@ if "$P" --quiet --weights "$T/model.pth" --tensor "$T/x.f32" --batch 2 \
 else
   fail "predict on our checkpoint failed"
 fi
+
+# --- --device and --precision, as the training programs ---------------------------------------
+# fp32 asked for explicitly on the CPU: the same logits; the default (auto) says what it chose
+if "$P" --device cpu --precision fp32 --weights "$T/model.pth" --tensor "$T/x.f32" --batch 2 \
+     --logits "$T/l32.f32" > /dev/null 2> "$T/e32.txt"; then
+  cmp -s "$T/l32.f32" "$T/ref_logits.f32" && ok "--device cpu --precision fp32: same logits" \
+    || fail "--precision fp32 logits differ from the in-memory model's"
+  grep -q "precision float32 (--precision fp32)" "$T/e32.txt" && ok "device line names fp32" \
+    || { fail "--precision fp32: the device line does not say float32:"; cat "$T/e32.txt"; }
+else
+  fail "predict --device cpu --precision fp32 failed: $(cat "$T/e32.txt")"
+fi
+if "$P" --device cpu --weights "$T/model.pth" --tensor "$T/x.f32" --batch 2 > /dev/null 2> "$T/eauto.txt"; then
+  grep -q "precision float32.*(--precision auto)" "$T/eauto.txt" \
+    && ok "default --precision auto on the CPU: $(grep device: "$T/eauto.txt")" \
+    || { fail "--precision auto on the CPU should choose float32:"; cat "$T/eauto.txt"; }
+else
+  fail "predict --device cpu (precision auto) failed: $(cat "$T/eauto.txt")"
+fi
+# bf16 is not implemented (and never emulated): refused, saying why, on every CPU
+if "$P" --device cpu --precision bf16 --weights "$T/model.pth" --tensor "$T/x.f32" --batch 2 \
+     > /dev/null 2> "$T/ebf.txt"; then
+  fail "--precision bf16: exit status 0"
+else
+  grep -Eq -- "--precision bf16: (this CPU has no native bf16 \(oneDNN ISA: |not implemented yet)" "$T/ebf.txt" \
+    && ok "--precision bf16 refused: $(head -n 1 "$T/ebf.txt")" \
+    || { fail "--precision bf16: unclear message:"; cat "$T/ebf.txt"; }
+fi
 for run in 1 2; do
   "$P" --quiet --weights random --seed 7 --classes 37 --tensor "$T/x.f32" --batch 2 \
     --logits "$T/r$run.f32" > "$T/out_random$run.txt" || fail "predict --weights random failed"

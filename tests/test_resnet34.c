@@ -7,7 +7,10 @@
 //   the step, num_batches_tracked, torchvision's state-dict keys and shapes, and the losses of 5
 //   Adam steps; for a fully trainable network in train mode (and its gradients in eval mode), for
 //   a frozen backbone in eval and in train mode (only fc gets gradients), and a 224x224 eval
-//   forward with a 1000-way head.
+//   forward with a 1000-way head. The fused eval path (batch norm folded into the convolutions,
+//   relu and residual add fused: resnet34_set_fused) is checked against PyTorch in every eval-mode
+//   case, and against the unfused path in every case, also after a train-mode step has moved the
+//   running statistics (the folded weights must follow).
 // Usage: test-resnet34 FIXTURE_DIR [CASE...]   (PETS_CPU_REFERENCE=1 checks the naive kernels)
 #include "test_resnet34_util.h"
 #include "nn/train.h"
@@ -26,11 +29,11 @@
 #define TOL_ADAM_A 1e-3    // Adam losses (5 steps compound small differences)
 #define TOL_ADAM_R 2e-3
 
-enum { K_LOGITS, K_FEATURES, K_LOSS, K_GRAD_FULL, K_GRAD_SUMS, K_GRAD_SAMPLES, K_STATS, K_ADAM, K_INIT, NKIND };
+enum { K_LOGITS, K_FEATURES, K_LOSS, K_GRAD_FULL, K_GRAD_SUMS, K_GRAD_SAMPLES, K_STATS, K_ADAM, K_INIT, K_FUSED, NKIND };
 static ErrStat stats[NKIND] = {
     {.kind = "logits"}, {.kind = "features"}, {.kind = "loss"}, {.kind = "grad (full)"},
     {.kind = "grad checksums"}, {.kind = "grad samples"}, {.kind = "running stats"},
-    {.kind = "adam losses"}, {.kind = "init checksums"},
+    {.kind = "adam losses"}, {.kind = "init checksums"}, {.kind = "fused vs unfused"},
 };
 
 static void fail(const char *fmt, const char *a) {
@@ -56,6 +59,45 @@ static float *download(const Tensor *t) {
     float *v = xmalloc(t->numel * sizeof(float));
     t->be->tensor_download(t, v);
     return v;
+}
+
+static double max_abs_f(const float *v, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(v[i]));
+    return m;
+}
+
+// An eval-mode forward of x on the fused path and on the unfused one: both against the fixture
+// when fx is given (an eval-mode case), and against each other always, within the same tolerances.
+static void check_fused(ResNet34 *m, const float *x, int n, int h, int w, int k, const Fixture *fx) {
+    const size_t nl = (size_t)n * k, nf = (size_t)n * 512;
+    float *out[2][2]; // [fused][logits, features]
+    resnet34_keep_activations(m, 0);
+    for (int f = 0; f < 2; f++) {
+        resnet34_set_fused(m, f);
+        resnet34_forward(m, x, n, h, w, 0);
+        out[f][0] = xmalloc(nl * sizeof(float));
+        out[f][1] = xmalloc(nf * sizeof(float));
+        resnet34_logits(m, out[f][0]);
+        resnet34_features(m, out[f][1]);
+    }
+    resnet34_set_fused(m, 1);
+    if (fx) {
+        compare_array(K_LOGITS, "fused logits", out[1][0], fx_need(fx, "logits", FX_F32, nl), TOL_LOGITS_A, TOL_LOGITS_R);
+        compare_array(K_FEATURES, "fused features", out[1][1], fx_need(fx, "features", FX_F32, nf), TOL_LOGITS_A, TOL_LOGITS_R);
+    }
+    const size_t len[2] = {nl, nf};
+    const char *what[2] = {"fused - unfused logits", "fused - unfused features"};
+    for (int j = 0; j < 2; j++) {
+        const double scale = max_abs_f(out[0][j], len[j]);
+        double d = 0;
+        for (size_t i = 0; i < len[j]; i++) {
+            d = fmax(d, fabs(out[1][j][i] - out[0][j][i]));
+            err_check(&stats[K_FUSED], what[j], i, out[1][j][i], out[0][j][i], TOL_LOGITS_A * scale, TOL_LOGITS_R);
+        }
+        printf("  %s: max |diff| %.3g = %.3g x max|unfused|\n", what[j], d, scale > 0 ? d / scale : 0.0);
+    }
+    for (int f = 0; f < 2; f++) free(out[f][0]), free(out[f][1]);
 }
 
 // torchvision's keys, order and shapes; num_batches_tracked after the step.
@@ -135,6 +177,7 @@ static void run_case(Backend *be, const char *dir, const char *tag) {
         if (labels[i] != (int)fx_get(lr, (size_t)i)) fail("labels differ from the fixture's (%s)", tag);
 
     if (frozen) resnet34_freeze_backbone(m, 1);
+    if (bn_train) check_fused(m, x, n, h, w, k, NULL); // folds before the running stats move
     if (!bn_train && !frozen) resnet34_keep_activations(m, 1); // backward through eval mode
     resnet34_forward(m, x, n, h, w, bn_train);
     float *logits = xmalloc((size_t)n * k * sizeof(float)), *feat = xmalloc((size_t)n * 512 * sizeof(float));
@@ -196,6 +239,7 @@ static void run_case(Backend *be, const char *dir, const char *tag) {
     } else {
         check_state_dict(m, &fx, 0);
     }
+    check_fused(m, x, n, h, w, k, bn_train ? NULL : &fx);
     resnet34_free(m);
 
     if (adam_steps) {

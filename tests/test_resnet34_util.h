@@ -55,6 +55,7 @@ static inline void fx_init_model(ResNet34 *m, uint64_t case_seed) {
         p->value->be->tensor_upload(p->value, v);
         free(v);
     }
+    resnet34_params_changed(m);
 }
 
 static inline float *fx_input(uint64_t case_seed, int n, int h, int w) {

@@ -6,7 +6,8 @@
 //          backward through every layer, Adam over all weights.
 // It prints images per second, the achieved GFLOP/s (convolution and fc multiply-adds counted
 // exactly from the architecture, 2 FLOPs each), peak RSS, and that as a fraction of this
-// machine's FMA peak, measured by a short vector FMA loop on the same threads.
+// machine's FMA peak, measured by a short vector FMA loop on the same threads, and the version
+// of the oneDNN library the CPU convolutions ran on (onednn_version=, from dnnl_version()).
 //
 //   build/bench-resnet34 [--batch 32] [--iters 5] [--threads N] [--size 224]
 #define _POSIX_C_SOURCE 200809L
@@ -21,6 +22,7 @@
 
 #include "nn/backend.h"
 #include "core/common.h"
+#include "nn/cpu_conv_dnnl.h"
 #include "nn/resnet34.h"
 #include "nn/train.h"
 
@@ -42,7 +44,8 @@ static void usage(FILE *f) {
         "  --size S         input S x S (default 224)\n"
         "  --classes K      classes of the head (default 1000, as torchvision's resnet34())\n"
         "  --only eval|train  run one measurement only\n"
-        "  --device cpu|cuda|auto  (default cpu)   --precision fp32|fp16 (default fp32)\n"
+        "  --device cpu|cuda|auto  (default cpu)\n"
+        "  --precision auto|fp32|fp16|bf16  (default auto: fp16 on cuda, float32 on the CPU)\n"
         "  --no-peak        skip the FMA peak measurement\n"
         "  --help\n");
 }
@@ -165,9 +168,14 @@ static double peak_rss_mib(void) {
 
 static double run_phase(const Options *o, int train, double *rss_mib) {
     char err[512];
-    Precision prec = strcmp(o->precision, "fp16") ? PREC_FP32 : PREC_FP16;
-    Backend *be = backend_open(o->device, prec, 1, err, sizeof err);
+    Backend *be = backend_open_precision(o->device, o->precision, 1, err, sizeof err);
     if (!be) die("%s", err);
+    // what --precision resolved to, said once (by the first measurement's process)
+    if (!train || (o->only && !strcmp(o->only, "train"))) {
+        printf("precision=%s\nprecision_choice=%s\n", be->precision == PREC_FP16 ? "fp16" : "fp32",
+               be->prec_info.choice);
+        fflush(stdout);
+    }
     ResNet34 *m = resnet34_create(be, o->classes);
     resnet34_init_random(m, 1);
     size_t per = (size_t)3 * o->size * o->size;
@@ -240,7 +248,7 @@ static int measure(const Options *o, int train, double *img_s, double *rss) {
 
 int main(int argc, char **argv) {
     Options o = {.batch = 32, .iters = 5, .warmup = 1, .size = 224, .classes = 1000,
-                 .device = "cpu", .precision = "fp32", .only = NULL, .peak = 1};
+                 .device = "cpu", .precision = "auto", .only = NULL, .peak = 1};
     o.threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (o.threads < 1) o.threads = 1;
     for (int i = 1; i < argc; i++) {
@@ -282,6 +290,8 @@ int main(int argc, char **argv) {
     printf("# bench-resnet34: batch %d, %dx%d, %d classes, %d timed iterations after %d warm-up, "
            "%d threads, device %s %s\n",
            o.batch, o.size, o.size, o.classes, o.iters, o.warmup, o.threads, o.device, o.precision);
+    // The oneDNN the CPU convolutions run on (2.x on Debian 12, 3.x on Debian 13), at run time.
+    printf("onednn_version=%s\n", cpu_conv_onednn_version());
     printf("resnet34_forward_gflop_per_img=%.4f\n", fwd_flop / 1e9);
     printf("resnet34_train_gflop_per_img=%.4f\n", train_flop / 1e9);
 

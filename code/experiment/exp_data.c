@@ -293,11 +293,12 @@ char *exp_feature_cache_path(Experiment *x, int s, char key[65]) {
     if (x->weights_sha[0]) snprintf(weights, sizeof weights, "%s", x->weights_sha);
     else snprintf(weights, sizeof weights, "random:%llu", (unsigned long long)x->a.seed);
     // features depend on the backbone (weights), the pixels (data, preprocessing) and on what
-    // computed them: this build, stb_image, the backend with its kernel table, the precision
+    // computed them: this build, stb_image, the backend with its kernel table, the precision and
+    // the eval path (fused or not)
     char *dev = exp_device_id(x);
-    char *desc = xasprintf("features v2 prep=%d data=%s weights=%s build=%s stb=%s device=%s",
-                           EXP_PREP_VERSION, x->data_key[s], weights, PETS_BUILD_ID, PETS_STB_ID,
-                           dev);
+    char *desc = xasprintf("features v2 prep=%d data=%s weights=%s build=%s stb=%s device=%s "
+                           "eval=%s", EXP_PREP_VERSION, x->data_key[s], weights, PETS_BUILD_ID,
+                           PETS_STB_ID, dev, resnet34_eval_path(x->model));
     free(dev);
     Sha256 h;
     sha256_init(&h);

@@ -42,8 +42,9 @@ static void usage(const ExpArgs *d, const char *prog, const char *about, unsigne
            "                        (default %llu)\n", (unsigned long long)d->seed);
     printf("  --device D            auto, cpu or cuda (default %s: the GPU if there is one)\n",
            d->device);
-    printf("  --precision fp16|fp32 fp16 = autocast-style mixed precision on the GPU (default fp16\n"
-           "                        on cuda, fp32 on the CPU)\n");
+    printf("  --precision P         auto, fp32, fp16 or bf16 (default auto: the tutorial's mixed\n"
+           "                        precision where the device runs it natively, fp16 autocast on\n"
+           "                        cuda; float32 on the CPU, where bf16 is not implemented yet)\n");
     printf("  --results DIR         where results go (default %s)\n", d->results);
     printf("  --cache DIR           where the image and feature caches go (default <results>/cache)\n");
     printf("  --resume              continue from <results>/<name>.ckpt (written after every epoch);\n"
@@ -123,8 +124,9 @@ void exp_parse_args(ExpArgs *a, int argc, char **argv, const char *about, unsign
 #undef FLAG
 #undef VALUE
     }
-    if (a->precision && strcmp(a->precision, "fp16") != 0 && strcmp(a->precision, "fp32") != 0) {
-        fprintf(stderr, "error: --precision must be fp16 or fp32, got '%s'\n", a->precision);
+    if (a->precision && strcmp(a->precision, "auto") != 0 && strcmp(a->precision, "fp16") != 0 &&
+        strcmp(a->precision, "fp32") != 0 && strcmp(a->precision, "bf16") != 0) {
+        fprintf(stderr, "error: --precision must be auto, fp32, fp16 or bf16, got '%s'\n", a->precision);
         exit(2);
     }
 }
@@ -283,12 +285,8 @@ void exp_setup(Experiment *x, const ExpArgs *a, const char *chapter, const char 
     printf("%s: %d training images (trainval), %d validation images (test)%s\n", x->name,
            x->train.n, x->val.n, a->limit ? " (--limit)" : "");
 
-    Precision prec = PREC_FP32;
-    if (a->precision) prec = strcmp(a->precision, "fp16") == 0 ? PREC_FP16 : PREC_FP32;
-    else if (strcmp(a->device, "cuda") == 0 ||
-             (strcmp(a->device, "auto") == 0 && backend_cuda_available()))
-        prec = PREC_FP16; // the tutorial's autocast on the GPU
-    x->be = backend_open(a->device, prec, 0, err, sizeof err);
+    // --precision auto (the default): the tutorial's autocast where the device runs it natively
+    x->be = backend_open_precision(a->device, a->precision, 0, err, sizeof err);
     if (!x->be) die("%s", err);
     x->precision = x->be->precision;
 
@@ -436,6 +434,8 @@ static void write_json(Experiment *x, const char *model_path) {
     json_str(f, &first, "device", x->be->name);
     json_str(f, &first, "device_description", x->be->description);
     json_str(f, &first, "precision", x->precision == PREC_FP16 ? "fp16" : "fp32");
+    json_str(f, &first, "precision_requested", x->be->prec_info.requested);
+    json_str(f, &first, "precision_choice", x->be->prec_info.choice);
     json_str(f, &first, "weights", x->a.weights);
     json_num(f, &first, "weights_pretrained", x->weights_pretrained);
     json_str(f, &first, "weights_sha256", x->weights_sha[0] ? x->weights_sha : "random");

@@ -50,7 +50,7 @@ typedef struct {
     float lr;
     float default_lr;      // the program's default --lr (set by exp_parse_args, for messages)
     uint64_t seed;
-    const char *precision; // fp16 | fp32 | NULL (fp16 on cuda, fp32 on cpu)
+    const char *precision; // auto | fp32 | fp16 | bf16; NULL = auto (fp16 on cuda, fp32 on cpu)
     int keep_fc;           // keep the checkpoint's fc instead of a new nn.Linear(512, 37)
     int resume;            // continue from <results>/<name>.ckpt
     int bn_train;          // 04 only: the tutorial's model.train() behaviour

@@ -7,6 +7,9 @@
 
 #include "nn/backend.h"
 #include "core/common.h"
+#ifdef PETS_HAVE_CPU_FAST
+#include "nn/cpu_conv_dnnl.h"
+#endif
 
 #ifndef PETS_HAVE_CUDA
 int backend_cuda_available(void) { return 0; }
@@ -25,8 +28,8 @@ static Backend *open_cpu(Precision precision, int quiet, char *err, size_t errle
     return backend_cpu_create(PREC_FP32, err, errlen);
 }
 
-Backend *backend_open(const char *device, Precision precision, int quiet, char *err, size_t errlen) {
-    if (!device) device = "auto";
+static Backend *open_device(const char *device, Precision precision, int quiet, char *err,
+                            size_t errlen) {
     Backend *be = NULL;
     char sub[256] = "";
     if (strcmp(device, "cpu") == 0) {
@@ -51,7 +54,68 @@ Backend *backend_open(const char *device, Precision precision, int quiet, char *
         set_err(err, errlen, "unknown --device '%s' (use cpu, cuda or auto)", device);
         return NULL;
     }
+    return be;
+}
+
+Backend *backend_open(const char *device, Precision precision, int quiet, char *err, size_t errlen) {
+    if (!device) device = "auto";
+    Backend *be = open_device(device, precision, quiet, err, errlen);
     if (be && !quiet) fprintf(stderr, "device: %s\n", be->description);
+    return be;
+}
+
+// oneDNN's CPU ISA name and whether it has native bf16.
+static const char *cpu_isa(int *bf16) {
+#ifdef PETS_HAVE_CPU_FAST
+    return cpu_conv_isa(bf16);
+#else
+    *bf16 = 0;
+    return "unknown (built without oneDNN)";
+#endif
+}
+
+Backend *backend_open_precision(const char *device, const char *precision, int quiet, char *err,
+                                size_t errlen) {
+    if (!device) device = "auto";
+    if (!precision) precision = "auto";
+    const int gpu = strcmp(device, "cuda") == 0 || (strcmp(device, "auto") == 0 && backend_cuda_available());
+    int bf16 = 0;
+    const char *isa = cpu_isa(&bf16);
+    Precision p = PREC_FP32;
+    const char *note = "";
+    if (strcmp(precision, "fp32") == 0) {
+        p = PREC_FP32;
+    } else if (strcmp(precision, "fp16") == 0) {
+        p = PREC_FP16;
+    } else if (strcmp(precision, "auto") == 0) {
+        p = gpu ? PREC_FP16 : PREC_FP32;
+        if (!gpu && bf16) note = " (bf16 capable, not yet implemented)";
+    } else if (strcmp(precision, "bf16") == 0) {
+        if (gpu)
+            set_err(err, errlen, "--precision bf16: the CUDA backend's mixed precision is fp16 "
+                                 "(--precision fp16 or auto); bf16 is for CPUs with native bf16");
+        else if (!bf16)
+            set_err(err, errlen, "--precision bf16: this CPU has no native bf16 (oneDNN ISA: %s), "
+                                 "and bf16 is not emulated; use --precision fp32 or auto", isa);
+        else
+            set_err(err, errlen, "--precision bf16: not implemented yet (this CPU has native bf16: "
+                                 "oneDNN ISA %s); use --precision fp32 or auto", isa);
+        return NULL;
+    } else {
+        set_err(err, errlen, "unknown --precision '%s' (use auto, fp32, fp16 or bf16)", precision);
+        return NULL;
+    }
+    Backend *be = open_device(device, p, quiet, err, errlen);
+    if (!be) return NULL;
+    PrecisionInfo *pi = &be->prec_info;
+    snprintf(pi->requested, sizeof pi->requested, "%s", precision);
+    if (be->precision == PREC_FP16)
+        snprintf(pi->choice, sizeof pi->choice, "float16 mixed precision (autocast)");
+    else
+        snprintf(pi->choice, sizeof pi->choice, "float32%s", be->device == DEVICE_CPU ? note : "");
+    if (!quiet)
+        fprintf(stderr, "device: %s; precision %s (--precision %s)\n", be->description, pi->choice,
+                pi->requested);
     return be;
 }
 

@@ -20,6 +20,13 @@
 typedef enum { DEVICE_CPU = 0, DEVICE_CUDA = 1 } DeviceKind;
 typedef enum { PREC_FP32 = 0, PREC_FP16 = 1 } Precision;
 
+// What --precision asked for and what it became (backend_open_precision fills it in).
+typedef struct {
+    char requested[8];  // "auto", "fp32", "fp16"
+    char choice[128];   // for people: "float32", "float32 (bf16 capable, not yet implemented)",
+                        // "float16 mixed precision (autocast)"
+} PrecisionInfo;
+
 typedef struct Backend Backend;
 
 typedef struct Tensor {
@@ -28,6 +35,7 @@ typedef struct Tensor {
     void *data;       // backend memory, layout private to the backend
     Backend *be;      // owner
     void *priv;       // backend-specific state (descriptors, low-precision copies, ...)
+    int layout;       // backend-private layout tag; 0 = the backend's default layout
 } Tensor;
 
 // Batch-norm layer state: parameters, running statistics, and what forward saves for backward.
@@ -49,6 +57,7 @@ struct Backend {
     // that results of one table are never taken for another's): "cpu-reference", "cpu-fast
     // onednn 3.0.0"; "" = the description says it (the CUDA backend).
     char kernels[64];
+    PrecisionInfo prec_info; // set by backend_open_precision (zero otherwise)
     void *priv;
 
     // -- tensors ---------------------------------------------------------------------------
@@ -67,6 +76,14 @@ struct Backend {
                            int pad);
     void (*conv2d_backward)(Backend *be, const Tensor *x, const Tensor *w, const Tensor *dy,
                             Tensor *dx, Tensor *dw, int stride, int pad);
+    // Inference only (eval mode, no backward): the fused convolution of a folded conv + batch
+    // norm, y = act(conv(x, w) + b + residual), act = relu when relu else identity, b (K, 1, 1, 1),
+    // residual (N, K, P, Q) or NULL. y may be residual itself (the sum is taken in place).
+    // The backend may leave y (and, in place, x and residual) in a private layout (t->layout);
+    // every op accepts such tensors. Optional: NULL where a backend lacks it (resnet34.c then
+    // runs the unfused ops).
+    void (*conv_bias_act_forward)(Backend *be, const Tensor *x, const Tensor *w, const Tensor *b,
+                                  const Tensor *residual, Tensor *y, int stride, int pad, int relu);
     // training = 1: batch statistics (saved in bn->save_*), running stats updated, counter += 1.
     // training = 0: running statistics.
     void (*batchnorm_forward)(Backend *be, const Tensor *x, BatchNorm *bn, Tensor *y, int training);
@@ -113,6 +130,14 @@ struct Backend {
 // line saying which device it uses unless quiet). Returns NULL with a clear message in err when the
 // device cannot be used (e.g. "--device cuda: no CUDA GPU found (cudaGetDeviceCount: ...)").
 Backend *backend_open(const char *device, Precision precision, int quiet, char *err, size_t errlen);
+// The same, with the precision given as the programs' --precision: "auto" (or NULL; the
+// default): the tutorial's mixed precision where the device runs it natively (fp16 autocast on
+// CUDA; on a CPU it would be bf16 where oneDNN reports avx512_core_bf16 or AMX, which is not
+// implemented yet, so float32), float32 otherwise; "fp32"; "fp16" (CUDA; the CPU computes fp32);
+// "bf16": refused with a message saying why (no native bf16 on this CPU, or not implemented yet).
+// The device line says which precision was chosen; be->prec_info records it.
+Backend *backend_open_precision(const char *device, const char *precision, int quiet, char *err,
+                                size_t errlen);
 void backend_close(Backend *be);
 
 // Backend constructors (backend_cuda_create exists only when CUDA was found at build time; see

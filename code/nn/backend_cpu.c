@@ -179,6 +179,35 @@ static void conv2d_forward(Backend *be, const Tensor *x, const Tensor *w, Tensor
     free(yT);
 }
 
+// The fused inference convolution, spelled out: conv, then per element + bias, + residual, relu.
+static void conv_bias_act_forward(Backend *be, const Tensor *x, const Tensor *w, const Tensor *b,
+                                  const Tensor *residual, Tensor *y, int stride, int pad,
+                                  int relu) {
+    if (b->numel != (size_t)w->n)
+        die("backend_cpu: conv_bias_act_forward: bias has %zu values for %d output channels",
+            b->numel, w->n);
+    if (residual) check_same_shape("conv_bias_act_forward residual", residual, y);
+    // y may be the residual: keep the residual's values before the convolution overwrites them
+    float *r = NULL;
+    if (residual) {
+        r = xmalloc(residual->numel * sizeof(float));
+        memcpy(r, CF(residual), residual->numel * sizeof(float));
+    }
+    conv2d_forward(be, x, w, y, stride, pad);
+    const size_t pq = (size_t)y->h * y->w;
+    float *yp = F(y);
+    for (int n = 0; n < y->n; n++)
+        for (int k = 0; k < y->c; k++) {
+            const size_t off = ((size_t)n * y->c + k) * pq;
+            for (size_t j = 0; j < pq; j++) {
+                float v = yp[off + j] + CF(b)[k];
+                if (r) v += r[off + j];
+                yp[off + j] = relu && v <= 0.0f ? 0.0f : v;
+            }
+        }
+    free(r);
+}
+
 static void conv2d_backward(Backend *be, const Tensor *x, const Tensor *w, const Tensor *dy,
                             Tensor *dx, Tensor *dw, int stride, int pad) {
     (void)be;
@@ -626,6 +655,7 @@ Backend *backend_cpu_create(Precision precision, char *err, size_t errlen) {
     be->tensor_nonfinite = tensor_nonfinite;
     be->conv2d_forward = conv2d_forward;
     be->conv2d_backward = conv2d_backward;
+    be->conv_bias_act_forward = conv_bias_act_forward;
     be->batchnorm_forward = batchnorm_forward;
     be->batchnorm_backward = batchnorm_backward;
     be->relu_forward = relu_forward;

@@ -2,17 +2,22 @@
 // backend table (built by backend_cpu.c from its naive reference kernels) by versions with the
 // very same arguments and semantics:
 // - convolutions run on oneDNN's AVX-512 kernels in blocked layouts (cpu_conv_dnnl.c); tensors
-//   stay NCHW float32, the layout every CPU kernel shares;
+//   stay NCHW float32, the layout every CPU kernel shares, except for the fused inference
+//   convolution (conv_bias_act_forward), which keeps activations in oneDNN's blocked layout
+//   nChw8c / nChw16c from one convolution to the next (t->layout = LAYOUT_BLOCKED). Every other
+//   op first turns a blocked input back into NCHW in place (plain()), and marks what it writes NCHW;
+//   the fused convolution's weights stay in oneDNN's blocked weight layout (LAYOUT_WEIGHTS) until
+//   something else reads or writes them (an upload marks them NCHW again);
 // - the memory-bound layers (batch norm, ReLU, residual add, pooling, linear, Adam, fills) are
 //   written here as vectorisable loops, split over threads with OpenMP (the same thread pool
 //   oneDNN uses).
-// Threads: PETS_THREADS, else OMP_NUM_THREADS, else every online core. PETS_CPU_REFERENCE=1 keeps
+// Threads: PETS_THREADS, else OMP_NUM_THREADS, else every online core, read when the backend is
+// created and kept in its priv (with the oneDNN plans): backends do not share state, and the
+// process's OpenMP default is left alone. PETS_CPU_REFERENCE=1 keeps
 // the reference kernels (the tests compare every fast kernel against them: tests/test_cpu_fast.c).
 #include "nn/backend_cpu_fast.h"
 
 #include <math.h>
-#include <oneapi/dnnl/dnnl.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,19 +28,53 @@
 #include "nn/train.h"
 
 // ----------------------------------------------------------------------------
-// shared state: one oneDNN convolution cache per process, released with the last backend
+// per-backend state (be->priv): nothing here is process-wide, so two fast backends (say with
+// different thread counts) live side by side. Every parallel region names its backend's thread
+// count (num_threads), and the convolutions set it only for the duration of a oneDNN call.
 
-static struct {
-    CpuConv *conv;
-    int refs;
-    void (*destroy)(Backend *be); // the table's own destroy, called after ours
-} g_fast;
+typedef struct {
+    CpuConv *conv;                     // oneDNN plans and scratch buffers
+    double (*base_cross_entropy)(Backend *, const Tensor *, const int *, Tensor *, float);
+    int threads;
+    void *base_priv;                   // the reference table's priv, given back before its destroy
+    void (*base_destroy)(Backend *be); // the reference table's destroy, called after ours
+} FastState;
+
+static inline FastState *FS(const Backend *be) { return (FastState *)be->priv; }
+static inline int NT(const Backend *be) { return FS(be)->threads; }
 
 static inline float *F(const Tensor *t) { return (float *)t->data; }
 
 // Work below this many elements runs on one thread: a parallel region costs more than it saves
 // (and much more when other processes compete for the cores).
 #define PAR_MIN ((size_t)1 << 15)
+
+// ----------------------------------------------------------------------------
+// layouts: NCHW (0) or oneDNN's blocked nChw<B>c (LAYOUT_BLOCKED), see the top of the file
+
+#define LAYOUT_BLOCKED 1 // an activation in nChw8c / nChw16c
+#define LAYOUT_WEIGHTS 2 // a weight in OIhw8i8o / OIhw16i16o (Ohwi8o / Ohwi16o for 3 channels):
+                         // a fused convolution's weights stay so from call to call
+
+// t in the given layout (0 NCHW, LAYOUT_BLOCKED, LAYOUT_WEIGHTS), converted in place if needed
+// (through NCHW). The logical tensor is unchanged, so this is allowed on the const inputs of an op.
+static void to_layout(const Tensor *t, int layout) {
+    if (t->layout == layout) return;
+    CpuConv *cc = FS(t->be)->conv;
+    float *d = (float *)t->data;
+    if (t->layout) cpu_conv_relayout(cc, t->n, t->c, t->h, t->w, d, d, 0, t->layout == LAYOUT_WEIGHTS);
+    if (layout) cpu_conv_relayout(cc, t->n, t->c, t->h, t->w, d, d, 1, layout == LAYOUT_WEIGHTS);
+    ((Tensor *)t)->layout = layout;
+}
+
+static inline void plain(const Tensor *t) {
+    if (t && t->layout) to_layout(t, 0);
+}
+
+// An op's output: the kernels below write NCHW.
+static inline void out(Tensor *t) {
+    if (t) t->layout = 0;
+}
 
 static void need_same_shape(const char *op, const Tensor *a, const Tensor *b) {
     if (a->n != b->n || a->c != b->c || a->h != b->h || a->w != b->w)
@@ -47,19 +86,22 @@ static void need_same_shape(const char *op, const Tensor *a, const Tensor *b) {
 // tensors
 
 static void fast_tensor_fill(Tensor *t, float value) {
+    out(t);
     float *p = F(t);
     size_t n = t->numel;
-#pragma omp parallel for simd schedule(static) if (parallel : n >= PAR_MIN)
+#pragma omp parallel for simd schedule(static) num_threads(NT(t->be)) if (parallel : n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) p[i] = value;
 }
 
 static void fast_tensor_copy(Tensor *dst, const Tensor *src) {
+    plain(src);
+    out(dst);
     need_same_shape("tensor_copy", dst, src);
     const size_t chunk = 1 << 16;
     size_t n = src->numel, nchunks = (n + chunk - 1) / chunk;
     float *d = F(dst);
     const float *s = F(src);
-#pragma omp parallel for schedule(static) if (parallel : n >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(NT(dst->be)) if (parallel : n >= PAR_MIN)
     for (size_t i = 0; i < nchunks; i++) {
         size_t lo = i * chunk, len = lo + chunk < n ? chunk : n - lo;
         memcpy(d + lo, s + lo, len * sizeof(float));
@@ -70,7 +112,8 @@ static int fast_tensor_nonfinite(const Tensor *t) {
     const uint32_t *p = (const uint32_t *)t->data;
     size_t n = t->numel;
     int bad = 0;
-#pragma omp parallel for simd reduction(| : bad) schedule(static) if (parallel : n >= PAR_MIN)
+#pragma omp parallel for simd reduction(| : bad) schedule(static) \
+    num_threads(NT(t->be)) if (parallel : n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) bad |= (p[i] & 0x7f800000u) == 0x7f800000u;
     return bad;
 }
@@ -90,18 +133,61 @@ static ConvShape conv_shape(const char *op, const Tensor *x, const Tensor *w, co
 
 static void fast_conv2d_forward(Backend *be, const Tensor *x, const Tensor *w, Tensor *y,
                                 int stride, int pad) {
-    (void)be;
+    plain(x);
+    plain(w);
+    out(y);
     ConvShape sh = conv_shape("conv2d_forward", x, w, y, stride, pad);
-    cpu_conv_forward(g_fast.conv, &sh, F(x), F(w), F(y));
+    cpu_conv_forward(FS(be)->conv, &sh, F(x), F(w), F(y));
 }
 
 static void fast_conv2d_backward(Backend *be, const Tensor *x, const Tensor *w, const Tensor *dy,
                                  Tensor *dx, Tensor *dw, int stride, int pad) {
-    (void)be;
+    plain(x);
+    plain(w);
+    plain(dy);
+    out(dx);
+    out(dw);
     ConvShape sh = conv_shape("conv2d_backward", x, w, dy, stride, pad);
     if (dx) need_same_shape("conv2d_backward dx", dx, x);
     if (dw) need_same_shape("conv2d_backward dw", dw, w);
-    cpu_conv_backward(g_fast.conv, &sh, F(x), F(w), F(dy), dx ? F(dx) : NULL, dw ? F(dw) : NULL);
+    cpu_conv_backward(FS(be)->conv, &sh, F(x), F(w), F(dy), dx ? F(dx) : NULL, dw ? F(dw) : NULL);
+}
+
+// The fused inference convolution: one oneDNN forward_inference primitive with the bias and the
+// post-ops sum (the residual, first copied into y in y's layout unless y is the residual) and
+// relu. Activations whose channels fill whole blocks (every ResNet34 activation but the input
+// image) are used and left in the blocked layout.
+static void fast_conv_bias_act_forward(Backend *be, const Tensor *x, const Tensor *w,
+                                       const Tensor *b, const Tensor *residual, Tensor *y,
+                                       int stride, int pad, int relu) {
+    ConvShape sh = conv_shape("conv_bias_act_forward", x, w, y, stride, pad);
+    if (b->numel != (size_t)w->n)
+        die("backend_cpu_fast.c: conv_bias_act_forward: bias has %zu values for %d output "
+            "channels", b->numel, w->n);
+    if (x == y || x == residual)
+        die("backend_cpu_fast.c: conv_bias_act_forward: x must not be y or the residual");
+    plain(b);
+    CpuConv *cc = FS(be)->conv;
+    const int block = cpu_conv_block(cc);
+    const int xl = x->c % block == 0 ? LAYOUT_BLOCKED : 0, yl = y->c % block == 0 ? LAYOUT_BLOCKED : 0;
+    const int wb = cpu_conv_fused_weights_blocked(cc, &sh, xl == LAYOUT_BLOCKED,
+                                                  yl == LAYOUT_BLOCKED, residual != NULL, relu);
+    to_layout(w, wb ? LAYOUT_WEIGHTS : 0); // kept: the next call finds them converted
+    to_layout(x, xl);
+    if (residual && residual != y) {
+        need_same_shape("conv_bias_act_forward residual", residual, y);
+        if (residual->layout == yl) memcpy(y->data, residual->data, y->numel * sizeof(float));
+        else if (residual->layout == 0) cpu_conv_relayout(cc, y->n, y->c, y->h, y->w, F(residual), F(y), 1, 0);
+        else {
+            to_layout(residual, yl);
+            memcpy(y->data, residual->data, y->numel * sizeof(float));
+        }
+    } else if (residual) {
+        to_layout(y, yl);
+    }
+    y->layout = yl;
+    cpu_conv_fused_forward(cc, &sh, F(x), xl == LAYOUT_BLOCKED, F(w), F(b), F(y),
+                           yl == LAYOUT_BLOCKED, residual != NULL, relu);
 }
 
 // ----------------------------------------------------------------------------
@@ -129,7 +215,8 @@ static void channel_moments(const float *x, int n, size_t row_stride, size_t hw,
 
 static void fast_batchnorm_forward(Backend *be, const Tensor *x, BatchNorm *bn, Tensor *y,
                                    int training) {
-    (void)be;
+    plain(x);
+    out(y);
     need_same_shape("batchnorm_forward", x, y);
     const int N = x->n, C = x->c;
     const size_t HW = (size_t)x->h * x->w, CHW = (size_t)C * HW;
@@ -141,7 +228,7 @@ static void fast_batchnorm_forward(Backend *be, const Tensor *x, BatchNorm *bn, 
     float *yp = F(y), *rm = F(bn->running_mean), *rv = F(bn->running_var);
     float *sm = training ? F(bn->save_mean) : NULL, *si = training ? F(bn->save_invstd) : NULL;
     const float mom = bn->momentum, eps = bn->eps;
-#pragma omp parallel for schedule(static) if (x->numel >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(NT(be)) if (x->numel >= PAR_MIN)
     for (int c = 0; c < C; c++) {
         const float *xc = xp + c * HW;
         float mean, invstd;
@@ -177,7 +264,9 @@ static void fast_batchnorm_forward(Backend *be, const Tensor *x, BatchNorm *bn, 
 // with running statistics dx = dy * invstd * gamma; dgamma = sum(dy xhat), dbeta = sum(dy).
 static void fast_batchnorm_backward(Backend *be, const Tensor *x, BatchNorm *bn, const Tensor *dy,
                                     Tensor *dx, int training) {
-    (void)be;
+    plain(x);
+    plain(dy);
+    out(dx);
     need_same_shape("batchnorm_backward", x, dy);
     if (dx) need_same_shape("batchnorm_backward dx", x, dx);
     const int N = x->n, C = x->c;
@@ -188,7 +277,7 @@ static void fast_batchnorm_backward(Backend *be, const Tensor *x, BatchNorm *bn,
     float *dg = bn->dweight ? F(bn->dweight) : NULL, *db = bn->dbias ? F(bn->dbias) : NULL;
     const int need_sums = (dxp && training) || dg || db; // eval-mode dx needs no sums
     if (!dxp && !need_sums) return;
-#pragma omp parallel for schedule(static) if (x->numel >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(NT(be)) if (x->numel >= PAR_MIN)
     for (int c = 0; c < C; c++) {
         float mean, invstd;
         if (training) {
@@ -239,34 +328,39 @@ static void fast_batchnorm_backward(Backend *be, const Tensor *x, BatchNorm *bn,
 // gradient as in PyTorch (x <= 0 is false for NaN).
 
 static void fast_relu_forward(Backend *be, const Tensor *x, Tensor *y) {
-    (void)be;
+    plain(x);
+    out(y);
     need_same_shape("relu_forward", x, y);
     const float *xp = F(x);
     float *yp = F(y);
     size_t n = x->numel;
-#pragma omp parallel for simd schedule(static) if (parallel : n >= PAR_MIN)
+#pragma omp parallel for simd schedule(static) num_threads(NT(be)) if (parallel : n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) yp[i] = xp[i] <= 0.0f ? 0.0f : xp[i];
 }
 
 static void fast_relu_backward(Backend *be, const Tensor *y, const Tensor *dy, Tensor *dx) {
-    (void)be;
+    plain(y);
+    plain(dy);
+    out(dx);
     need_same_shape("relu_backward", y, dy);
     need_same_shape("relu_backward dx", y, dx);
     const float *yp = F(y), *dyp = F(dy);
     float *dxp = F(dx);
     size_t n = y->numel;
-#pragma omp parallel for simd schedule(static) if (parallel : n >= PAR_MIN)
+#pragma omp parallel for simd schedule(static) num_threads(NT(be)) if (parallel : n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) dxp[i] = yp[i] <= 0.0f ? 0.0f : dyp[i];
 }
 
 static void fast_add_relu_forward(Backend *be, const Tensor *a, const Tensor *b, Tensor *y) {
-    (void)be;
+    plain(a);
+    plain(b);
+    out(y);
     need_same_shape("add_relu_forward", a, b);
     need_same_shape("add_relu_forward y", a, y);
     const float *ap = F(a), *bp = F(b);
     float *yp = F(y);
     size_t n = a->numel;
-#pragma omp parallel for simd schedule(static) if (parallel : n >= PAR_MIN)
+#pragma omp parallel for simd schedule(static) num_threads(NT(be)) if (parallel : n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float s = ap[i] + bp[i];
         yp[i] = s <= 0.0f ? 0.0f : s;
@@ -274,13 +368,15 @@ static void fast_add_relu_forward(Backend *be, const Tensor *a, const Tensor *b,
 }
 
 static void fast_add_forward(Backend *be, const Tensor *a, const Tensor *b, Tensor *y) {
-    (void)be;
+    plain(a);
+    plain(b);
+    out(y);
     need_same_shape("add_forward", a, b);
     need_same_shape("add_forward y", a, y);
     const float *ap = F(a), *bp = F(b);
     float *yp = F(y);
     size_t n = a->numel;
-#pragma omp parallel for simd schedule(static) if (parallel : n >= PAR_MIN)
+#pragma omp parallel for simd schedule(static) num_threads(NT(be)) if (parallel : n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) yp[i] = ap[i] + bp[i];
 }
 
@@ -305,13 +401,14 @@ static inline float max_nan(float m, float v) { return (v > m || isnan(v)) ? v :
 
 static void fast_maxpool_forward(Backend *be, const Tensor *x, Tensor *y, int k, int stride,
                                  int pad) {
-    (void)be;
+    plain(x);
+    out(y);
     pool_check("maxpool_forward", x, y, k, stride, pad);
     const int H = x->h, W = x->w, P = y->h, Q = y->w;
     const long planes = (long)x->n * x->c;
     const float *xp = F(x);
     float *yp = F(y);
-#pragma omp parallel if (x->numel >= PAR_MIN)
+#pragma omp parallel num_threads(NT(be)) if (x->numel >= PAR_MIN)
     {
         float *cm = xmalloc(sizeof(float) * W);
 #pragma omp for schedule(static)
@@ -359,14 +456,16 @@ static void fast_maxpool_forward(Backend *be, const Tensor *x, Tensor *y, int k,
 // indices (neighbouring windows may share an input).
 static void fast_maxpool_backward(Backend *be, const Tensor *x, const Tensor *dy, Tensor *dx,
                                   int k, int stride, int pad) {
-    (void)be;
+    plain(x);
+    plain(dy);
+    out(dx);
     pool_check("maxpool_backward", x, dy, k, stride, pad);
     need_same_shape("maxpool_backward dx", x, dx);
     const int H = x->h, W = x->w, P = dy->h, Q = dy->w;
     const long planes = (long)x->n * x->c;
     const float *xp = F(x), *dyp = F(dy);
     float *dxp = F(dx);
-#pragma omp parallel if (x->numel >= PAR_MIN)
+#pragma omp parallel num_threads(NT(be)) if (x->numel >= PAR_MIN)
     {
         float *best = xmalloc(sizeof(float) * Q);
         int *arg = xmalloc(sizeof(int) * Q);
@@ -411,7 +510,8 @@ static void fast_maxpool_backward(Backend *be, const Tensor *x, const Tensor *dy
 // adaptive average pool to 1x1
 
 static void fast_avgpool_forward(Backend *be, const Tensor *x, Tensor *y) {
-    (void)be;
+    plain(x);
+    out(y);
     if (y->n != x->n || y->c != x->c || y->h != 1 || y->w != 1)
         die("backend_cpu_fast.c: avgpool_forward: y (%d, %d, %d, %d) is not (%d, %d, 1, 1)", y->n,
             y->c, y->h, y->w, x->n, x->c);
@@ -419,7 +519,7 @@ static void fast_avgpool_forward(Backend *be, const Tensor *x, Tensor *y) {
     const long planes = (long)x->n * x->c;
     const float *xp = F(x);
     float *yp = F(y);
-#pragma omp parallel for schedule(static) if (x->numel >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(NT(be)) if (x->numel >= PAR_MIN)
     for (long pl = 0; pl < planes; pl++) {
         const float *in = xp + pl * HW;
         double s = 0;
@@ -430,7 +530,8 @@ static void fast_avgpool_forward(Backend *be, const Tensor *x, Tensor *y) {
 }
 
 static void fast_avgpool_backward(Backend *be, const Tensor *dy, Tensor *dx) {
-    (void)be;
+    plain(dy);
+    out(dx);
     if (dy->n != dx->n || dy->c != dx->c || dy->h != 1 || dy->w != 1)
         die("backend_cpu_fast.c: avgpool_backward: dy (%d, %d, %d, %d) is not (%d, %d, 1, 1)",
             dy->n, dy->c, dy->h, dy->w, dx->n, dx->c);
@@ -438,7 +539,7 @@ static void fast_avgpool_backward(Backend *be, const Tensor *dy, Tensor *dx) {
     const long planes = (long)dx->n * dx->c;
     const float *g = F(dy);
     float *out = F(dx);
-#pragma omp parallel for schedule(static) if (dx->numel >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(NT(be)) if (dx->numel >= PAR_MIN)
     for (long pl = 0; pl < planes; pl++) {
         const float v = g[pl] / (float)HW;
         float *o = out + pl * HW;
@@ -452,7 +553,10 @@ static void fast_avgpool_backward(Backend *be, const Tensor *dy, Tensor *dx) {
 
 static void fast_linear_forward(Backend *be, const Tensor *x, const Tensor *w, const Tensor *b,
                                 Tensor *y) {
-    (void)be;
+    plain(x);
+    plain(w);
+    plain(b);
+    out(y);
     const int N = x->n, K = x->c * x->h * x->w, M = w->n;
     if ((size_t)w->numel != (size_t)M * K || y->n != N || y->numel != (size_t)N * M ||
         (b && b->numel != (size_t)M))
@@ -460,7 +564,7 @@ static void fast_linear_forward(Backend *be, const Tensor *x, const Tensor *w, c
             N, K, M, w->numel / (M ? M : 1), y->n, y->c);
     const float *xp = F(x), *wp = F(w), *bp = b ? F(b) : NULL;
     float *yp = F(y);
-#pragma omp parallel for collapse(2) schedule(static) if (w->numel >= PAR_MIN)
+#pragma omp parallel for collapse(2) schedule(static) num_threads(NT(be)) if (w->numel >= PAR_MIN)
     for (int n = 0; n < N; n++)
         for (int m = 0; m < M; m++) {
             const float *xr = xp + (size_t)n * K, *wr = wp + (size_t)m * K;
@@ -473,7 +577,12 @@ static void fast_linear_forward(Backend *be, const Tensor *x, const Tensor *w, c
 
 static void fast_linear_backward(Backend *be, const Tensor *x, const Tensor *w, const Tensor *dy,
                                  Tensor *dx, Tensor *dw, Tensor *db) {
-    (void)be;
+    plain(x);
+    plain(w);
+    plain(dy);
+    out(dx);
+    out(dw);
+    out(db);
     const int N = x->n, K = x->c * x->h * x->w, M = w->n;
     if ((size_t)w->numel != (size_t)M * K || dy->numel != (size_t)N * M ||
         (dx && dx->numel != x->numel) || (dw && dw->numel != w->numel) ||
@@ -483,7 +592,7 @@ static void fast_linear_backward(Backend *be, const Tensor *x, const Tensor *w, 
     const float *xp = F(x), *wp = F(w), *g = F(dy);
     if (dx) {
         float *out = F(dx);
-#pragma omp parallel for schedule(static) if (w->numel >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(NT(be)) if (w->numel >= PAR_MIN)
         for (int n = 0; n < N; n++) {
             float *o = out + (size_t)n * K;
             memset(o, 0, sizeof(float) * K);
@@ -496,7 +605,7 @@ static void fast_linear_backward(Backend *be, const Tensor *x, const Tensor *w, 
     }
     if (dw || db) {
         float *dwp = dw ? F(dw) : NULL, *dbp = db ? F(db) : NULL;
-#pragma omp parallel for schedule(static) if (w->numel >= PAR_MIN)
+#pragma omp parallel for schedule(static) num_threads(NT(be)) if (w->numel >= PAR_MIN)
         for (int m = 0; m < M; m++) {
             float *o = dwp ? dwp + (size_t)m * K : NULL;
             if (o) memset(o, 0, sizeof(float) * K);
@@ -522,7 +631,10 @@ static void fast_linear_backward(Backend *be, const Tensor *x, const Tensor *w, 
 static void fast_adam_update(Backend *be, Tensor *param, const Tensor *grad, Tensor *m, Tensor *v,
                              float lr, float beta1, float beta2, float eps, long step,
                              float inv_grad_scale) {
-    (void)be;
+    plain(param);
+    plain(grad);
+    plain(m);
+    plain(v);
     need_same_shape("adam_update grad", param, grad);
     need_same_shape("adam_update m", param, m);
     need_same_shape("adam_update v", param, v);
@@ -532,7 +644,7 @@ static void fast_adam_update(Backend *be, Tensor *param, const Tensor *grad, Ten
     float *p = F(param), *mp = F(m), *vp = F(v);
     const float *gp = F(grad);
     size_t n = param->numel;
-#pragma omp parallel for simd schedule(static) if (parallel : n >= PAR_MIN)
+#pragma omp parallel for simd schedule(static) num_threads(NT(be)) if (parallel : n >= PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float gi = gp[i] * inv_grad_scale;
         float mi = mp[i] * beta1 + omb1 * gi;
@@ -542,6 +654,26 @@ static void fast_adam_update(Backend *be, Tensor *param, const Tensor *grad, Ten
         float denom = sqrtf(vi) / bc2_sqrt + eps;
         p[i] = p[i] + neg_step_size * mi / denom;
     }
+}
+
+// ----------------------------------------------------------------------------
+// host transfers and the loss: the reference's, on NCHW
+
+static void fast_tensor_upload(Tensor *t, const float *src) {
+    out(t);
+    memcpy(t->data, src, t->numel * sizeof(float));
+}
+
+static void fast_tensor_download(const Tensor *t, float *dst) {
+    plain(t);
+    memcpy(dst, t->data, t->numel * sizeof(float));
+}
+
+static double fast_cross_entropy(Backend *be, const Tensor *logits, const int *labels,
+                                 Tensor *dlogits, float grad_scale) {
+    plain(logits);
+    out(dlogits);
+    return FS(be)->base_cross_entropy(be, logits, labels, dlogits, grad_scale);
 }
 
 // ----------------------------------------------------------------------------
@@ -562,29 +694,37 @@ static int fast_threads(void) {
 }
 
 static void fast_destroy(Backend *be) {
-    void (*destroy)(Backend *) = g_fast.destroy;
-    if (--g_fast.refs == 0) {
-        cpu_conv_free(g_fast.conv);
-        g_fast.conv = NULL;
-    }
+    FastState *st = FS(be);
+    void (*destroy)(Backend *) = st->base_destroy;
+    be->priv = st->base_priv;
+    be->destroy = destroy;
+    cpu_conv_free(st->conv);
+    free(st);
     if (destroy) destroy(be);
 }
 
 void cpu_fast_install(Backend *be) {
     const char *ref = getenv("PETS_CPU_REFERENCE");
     if (ref && strcmp(ref, "1") == 0) return;
-    int threads = fast_threads();
-    omp_set_num_threads(threads);
-    if (!g_fast.conv) g_fast.conv = cpu_conv_create();
-    g_fast.refs++;
-    if (be->destroy != fast_destroy) g_fast.destroy = be->destroy;
+    if (be->destroy == fast_destroy) return; // installed already
+    FastState *st = xcalloc(1, sizeof *st);
+    int threads = st->threads = fast_threads();
+    st->conv = cpu_conv_create(threads);
+    st->base_priv = be->priv;
+    st->base_destroy = be->destroy;
+    be->priv = st;
     be->destroy = fast_destroy;
 
+    st->base_cross_entropy = be->cross_entropy_forward_backward;
+    be->tensor_upload = fast_tensor_upload;
+    be->tensor_download = fast_tensor_download;
+    be->cross_entropy_forward_backward = fast_cross_entropy;
     be->tensor_fill = fast_tensor_fill;
     be->tensor_copy = fast_tensor_copy;
     be->tensor_nonfinite = fast_tensor_nonfinite;
     be->conv2d_forward = fast_conv2d_forward;
     be->conv2d_backward = fast_conv2d_backward;
+    be->conv_bias_act_forward = fast_conv_bias_act_forward;
     be->batchnorm_forward = fast_batchnorm_forward;
     be->batchnorm_backward = fast_batchnorm_backward;
     be->relu_forward = fast_relu_forward;
@@ -599,9 +739,7 @@ void cpu_fast_install(Backend *be) {
     be->linear_backward = fast_linear_backward;
     be->adam_update = fast_adam_update;
 
-    const dnnl_version_t *v = dnnl_version();
-    snprintf(be->description, sizeof be->description, "CPU: %d thread%s, oneDNN %d.%d.%d",
-             threads, threads == 1 ? "" : "s", v->major, v->minor, v->patch);
-    snprintf(be->kernels, sizeof be->kernels, "cpu-fast onednn %d.%d.%d", v->major, v->minor,
-             v->patch);
+    snprintf(be->description, sizeof be->description, "CPU: %d thread%s, oneDNN %s", threads,
+             threads == 1 ? "" : "s", cpu_conv_onednn_version());
+    snprintf(be->kernels, sizeof be->kernels, "cpu-fast onednn %s", cpu_conv_onednn_version());
 }

@@ -11,6 +11,15 @@
 // - backward hands each activation back when its last reader is done, and takes the gradients
 //   of activations from the same pool, so they reuse the memory of activations already consumed.
 // So the peak of a training step is the saved activations plus a few buffers.
+//
+// Fused eval path. An eval-mode forward that keeps nothing for backward (04's feature pass, every
+// validation pass, predict) runs, where the backend has conv_bias_act_forward, on convolutions
+// whose weights and bias have the following batch norm folded in (w' = w * gamma / sqrt(var +
+// eps) per output channel, b' = beta - mean * gamma / sqrt(var + eps)), with the ReLU and the
+// residual add done by the same op: conv(+bias+relu) -> ... -> avgpool -> fc, activations in the
+// backend's own layout from layer to layer. The folded copies are recomputed when the model's
+// version (bumped by everything that changes weights or BN statistics) has moved since the last
+// fold. PETS_FUSED=0 (or resnet34_set_fused) selects the unfused path.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,14 +36,16 @@
 // model structure
 
 typedef struct {
-    Param *w;        // (K, C, R, S)
-    int stride, pad;
-} Conv;
-
-typedef struct {
     BatchNorm bn;    // tensors point at the Params' values; save_* are the model's
     Param *weight, *bias, *running_mean, *running_var;
 } BN;
+
+typedef struct {
+    Param *w;        // (K, C, R, S)
+    int stride, pad;
+    BN *bn;          // the batch norm that follows
+    Tensor *fw, *fb; // fused path: w with bn folded in (K, C, R, S), and its bias (K, 1, 1, 1)
+} Conv;
 
 // One BasicBlock: out = relu(bn2(conv2(relu(bn1(conv1(a))))) + shortcut(a)), where the shortcut
 // is the identity or bn_ds(conv_ds(a)) (1x1, stride) when the stride or the width changes.
@@ -81,6 +92,10 @@ struct ResNet34 {
     int fwd_train;
     int saved_from;              // lowest unit whose activations were kept (17: none)
     int keep_eval;               // eval-mode forwards keep activations too (for backward)
+    // fused eval path
+    int fused;                   // 1: eval forwards that keep nothing use it (if the backend can)
+    unsigned long version;       // bumped whenever weights or BN statistics may have changed
+    unsigned long folded_version; // version the folded weights were computed at (0: never)
 };
 
 // Units in forward order: 0 stem (conv1, bn1), 1..16 the blocks, 17 fc.
@@ -106,7 +121,8 @@ static Param *add_param(ResNet34 *m, const char *name, ParamKind kind, int ndim,
 }
 
 static void make_conv(ResNet34 *m, Conv *cv, const char *prefix, int k, int c, int r, int stride,
-                      int pad) {
+                      int pad, BN *bn) {
+    cv->bn = bn;
     char name[96];
     snprintf(name, sizeof(name), "%.50s.weight", prefix);
     cv->w = add_param(m, name, PARAM_WEIGHT, 4, k, c, r, r);
@@ -143,7 +159,7 @@ ResNet34 *resnet34_create(Backend *be, int num_classes) {
     m->be = be;
     m->num_classes = num_classes;
     // The order of these calls is torchvision's state-dict order.
-    make_conv(m, &m->conv1, "conv1", 64, 3, 7, 2, 3);
+    make_conv(m, &m->conv1, "conv1", 64, 3, 7, 2, 3, &m->bn1);
     make_bn(m, &m->bn1, "bn1", 64);
     int cin = 64, bi = 0;
     for (int s = 0; s < 4; s++) {
@@ -155,16 +171,16 @@ ResNet34 *resnet34_create(Backend *be, int num_classes) {
             b->cout = STAGE_WIDTH[s];
             b->stride = (s > 0 && j == 0) ? 2 : 1;
             snprintf(name, sizeof(name), "%s.conv1", pre);
-            make_conv(m, &b->conv1, name, b->cout, cin, 3, b->stride, 1);
+            make_conv(m, &b->conv1, name, b->cout, cin, 3, b->stride, 1, &b->bn1);
             snprintf(name, sizeof(name), "%s.bn1", pre);
             make_bn(m, &b->bn1, name, b->cout);
             snprintf(name, sizeof(name), "%s.conv2", pre);
-            make_conv(m, &b->conv2, name, b->cout, b->cout, 3, 1, 1);
+            make_conv(m, &b->conv2, name, b->cout, b->cout, 3, 1, 1, &b->bn2);
             snprintf(name, sizeof(name), "%s.bn2", pre);
             make_bn(m, &b->bn2, name, b->cout);
             if (b->stride != 1 || cin != b->cout) {
                 snprintf(name, sizeof(name), "%s.downsample.0", pre);
-                make_conv(m, &b->ds, name, b->cout, cin, 1, b->stride, 0);
+                make_conv(m, &b->ds, name, b->cout, cin, 1, b->stride, 0, &b->dsbn);
                 snprintf(name, sizeof(name), "%s.downsample.1", pre);
                 make_bn(m, &b->dsbn, name, b->cout);
             }
@@ -174,6 +190,9 @@ ResNet34 *resnet34_create(Backend *be, int num_classes) {
     m->fc_w = add_param(m, "fc.weight", PARAM_WEIGHT, 2, num_classes, RESNET34_FEATURES, 0, 0);
     m->fc_b = add_param(m, "fc.bias", PARAM_WEIGHT, 1, num_classes, 0, 0, 0);
     m->saved_from = UNIT_FC;
+    const char *fused = getenv("PETS_FUSED");
+    m->fused = !(fused && strcmp(fused, "0") == 0);
+    m->version = 1;
     return m;
 }
 
@@ -183,6 +202,20 @@ static void free_tensor(Backend *be, Tensor **t) {
 }
 
 static void pool_clear(ResNet34 *m);
+
+#define MAX_CONVS (1 + 3 * NUM_BLOCKS)
+
+// Every convolution, in forward order (conv1, then per block conv1, conv2 and the downsample).
+static int list_convs(ResNet34 *m, Conv **cv) {
+    int n = 0;
+    cv[n++] = &m->conv1;
+    for (int i = 0; i < NUM_BLOCKS; i++) {
+        cv[n++] = &m->blocks[i].conv1;
+        cv[n++] = &m->blocks[i].conv2;
+        if (m->blocks[i].ds.w) cv[n++] = &m->blocks[i].ds;
+    }
+    return n;
+}
 
 void resnet34_free(ResNet34 *m) {
     if (!m) return;
@@ -201,17 +234,14 @@ void resnet34_free(ResNet34 *m) {
         free_tensor(be, &p->adam_m);
         free_tensor(be, &p->adam_v);
     }
-    BN *bns[1 + 3 * NUM_BLOCKS];
-    int nb = 0;
-    bns[nb++] = &m->bn1;
-    for (int i = 0; i < NUM_BLOCKS; i++) {
-        bns[nb++] = &m->blocks[i].bn1;
-        bns[nb++] = &m->blocks[i].bn2;
-        if (m->blocks[i].ds.w) bns[nb++] = &m->blocks[i].dsbn;
-    }
-    for (int i = 0; i < nb; i++) {
-        free_tensor(be, &bns[i]->bn.save_mean);
-        free_tensor(be, &bns[i]->bn.save_invstd);
+    // every batch norm follows exactly one convolution
+    Conv *convs[MAX_CONVS];
+    const int nc = list_convs(m, convs);
+    for (int i = 0; i < nc; i++) {
+        free_tensor(be, &convs[i]->fw);
+        free_tensor(be, &convs[i]->fb);
+        free_tensor(be, &convs[i]->bn->bn.save_mean);
+        free_tensor(be, &convs[i]->bn->bn.save_invstd);
     }
     free(m);
 }
@@ -271,7 +301,16 @@ static void init_fc(ResNet34 *m, Rng *r) {
     }
 }
 
+void resnet34_params_changed(ResNet34 *m) { m->version++; }
+
+void resnet34_set_fused(ResNet34 *m, int fused) { m->fused = fused; }
+
+const char *resnet34_eval_path(const ResNet34 *m) {
+    return m->fused && m->be->conv_bias_act_forward ? "fused" : "unfused";
+}
+
 void resnet34_init_random(ResNet34 *m, uint64_t seed) {
+    m->version++;
     Rng r;
     rng_seed(&r, seed);
     for (int i = 0; i < m->nparams; i++) {
@@ -392,6 +431,7 @@ int resnet34_load_state(ResNet34 *m, const StateDict *sd, int load_fc, char *err
                        "torchvision's resnet34", t->name, b);
     }
     // 3. copy (only now, so that a refused checkpoint leaves the model as it was)
+    m->version++;
     for (int i = 0; i < m->nparams; i++) {
         Param *p = &m->params[i];
         if (!load_fc && is_fc_key(p->name)) continue;
@@ -573,6 +613,85 @@ static void block_forward(ResNet34 *m, Block *b, Tensor *a, int train, int keep)
     if (!keep) pool_put(m, a), b->a = NULL;
 }
 
+// ----------------------------------------------------------------------------
+// fused eval forward (see the top of the file)
+
+// cv's folded weight and bias from its weight and its batch norm's running statistics, computed
+// on the host with the same float arithmetic as an eval-mode batchnorm_forward:
+// scale = gamma * (1 / sqrt(var + eps)), shift = beta - mean * scale.
+static void fold_conv(ResNet34 *m, Conv *cv) {
+    Backend *be = m->be;
+    const Tensor *w = cv->w->value;
+    const BatchNorm *bn = &cv->bn->bn;
+    const int K = w->n;
+    const size_t per = w->numel / (size_t)K;
+    if (!cv->fw) {
+        cv->fw = be->tensor_new(be, w->n, w->c, w->h, w->w);
+        cv->fb = be->tensor_new(be, K, 1, 1, 1);
+    }
+    float *wv = xmalloc(w->numel * sizeof(float)), *st = xmalloc(4 * (size_t)K * sizeof(float));
+    be->tensor_download(w, wv);
+    const Tensor *parts[4] = {bn->weight, bn->bias, bn->running_mean, bn->running_var};
+    for (int i = 0; i < 4; i++) be->tensor_download(parts[i], st + (size_t)i * K);
+    float *gamma = st, *beta = st + K, *mean = st + 2 * K, *var = st + 3 * K;
+    for (int k = 0; k < K; k++) {
+        const float invstd = 1.0f / sqrtf(var[k] + bn->eps), scale = gamma[k] * invstd;
+        for (size_t j = 0; j < per; j++) wv[(size_t)k * per + j] *= scale;
+        beta[k] = beta[k] - mean[k] * scale; // the bias, written over beta
+    }
+    be->tensor_upload(cv->fw, wv);
+    be->tensor_upload(cv->fb, beta);
+    free(wv);
+    free(st);
+}
+
+static void fold_all(ResNet34 *m) {
+    if (m->folded_version == m->version) return;
+    Conv *convs[MAX_CONVS];
+    const int nc = list_convs(m, convs);
+    for (int i = 0; i < nc; i++) fold_conv(m, convs[i]);
+    m->folded_version = m->version;
+}
+
+static void forward_unfused(ResNet34 *m, int n, int hs, int ws, int hp, int wp, int bn_train,
+                            int keep_from);
+
+// conv(+bias+relu[+residual]) -> ... -> avgpool -> fc on the folded weights; keeps nothing.
+// The input is in m->x; hs, ws: stem conv output size; hp, wp: after the max pool.
+static void forward_eval_fused(ResNet34 *m, int n, int hs, int ws, int hp, int wp) {
+    Backend *be = m->be;
+    fold_all(m);
+    Tensor *c0 = pool_get(m, n, 64, hs, ws);
+    be->conv_bias_act_forward(be, m->x, m->conv1.fw, m->conv1.fb, NULL, c0, 2, 3, 1);
+    Tensor *a = pool_get(m, n, 64, hp, wp);
+    be->maxpool_forward(be, c0, a, 3, 2, 1);
+    pool_put(m, c0);
+    for (int i = 0; i < NUM_BLOCKS; i++) {
+        Block *b = &m->blocks[i];
+        const int ho = conv_out(a->h, 3, b->stride, 1), wo = conv_out(a->w, 3, b->stride, 1);
+        Tensor *t = pool_get(m, n, b->cout, ho, wo); // relu(bn1(conv1(a)))
+        be->conv_bias_act_forward(be, a, b->conv1.fw, b->conv1.fb, NULL, t, b->stride, 1, 1);
+        Tensor *shortcut = a;
+        if (b->ds.w) {
+            shortcut = pool_like(m, t); // bn_ds(conv_ds(a))
+            be->conv_bias_act_forward(be, a, b->ds.fw, b->ds.fb, NULL, shortcut, b->stride, 0, 0);
+            pool_put(m, a);
+        }
+        // relu(bn2(conv2(t)) + shortcut), written over the shortcut
+        be->conv_bias_act_forward(be, t, b->conv2.fw, b->conv2.fb, shortcut, shortcut, 1, 1, 1);
+        pool_put(m, t);
+        a = shortcut;
+    }
+    be->avgpool_forward(be, a, m->feat);
+    pool_put(m, a);
+    be->linear_forward(be, m->feat, m->fc_w->value, m->fc_b->value, m->logits);
+    m->c0 = m->r0 = m->p0 = NULL;
+    for (int i = 0; i < NUM_BLOCKS; i++) {
+        Block *b = &m->blocks[i];
+        b->a = b->c1 = b->b1 = b->c2 = b->dsc = b->out = NULL;
+    }
+}
+
 void resnet34_forward(ResNet34 *m, const float *x, int n, int h, int w, int bn_train) {
     Backend *be = m->be;
     if (n < 1 || h < 1 || w < 1) die("resnet34_forward: bad batch shape (%d, 3, %d, %d)", n, h, w);
@@ -600,6 +719,23 @@ void resnet34_forward(ResNet34 *m, const float *x, int n, int h, int w, int bn_t
     const int keep_from = (bn_train || m->keep_eval) ? lowest_trainable(m) : UNIT_FC;
 
     be->tensor_upload(m->x, x);
+    if (bn_train) m->version++; // the running statistics move
+    if (!bn_train && !m->keep_eval && m->fused && be->conv_bias_act_forward) {
+        forward_eval_fused(m, n, hs, ws, hp, wp);
+    } else {
+        forward_unfused(m, n, hs, ws, hp, wp, bn_train, keep_from);
+    }
+    m->have_forward = 1;
+    m->saved_valid = 1;
+    m->fwd_n = n;
+    m->fwd_train = bn_train;
+    m->saved_from = keep_from;
+}
+
+// The layer-by-layer forward (training, eval with activations kept, or the unfused eval path).
+static void forward_unfused(ResNet34 *m, int n, int hs, int ws, int hp, int wp, int bn_train,
+                            int keep_from) {
+    Backend *be = m->be;
     // stem: conv1 7x7/2, bn1, relu, maxpool 3x3/2
     m->c0 = pool_get(m, n, 64, hs, ws);
     be->conv2d_forward(be, m->x, m->conv1.w->value, m->c0, 2, 3);
@@ -620,11 +756,6 @@ void resnet34_forward(ResNet34 *m, const float *x, int n, int h, int w, int bn_t
     be->avgpool_forward(be, a, m->feat);
     if (keep_from == UNIT_FC) pool_put(m, a), m->blocks[NUM_BLOCKS - 1].out = NULL;
     be->linear_forward(be, m->feat, m->fc_w->value, m->fc_b->value, m->logits);
-    m->have_forward = 1;
-    m->saved_valid = 1;
-    m->fwd_n = n;
-    m->fwd_train = bn_train;
-    m->saved_from = keep_from;
 }
 
 void resnet34_keep_activations(ResNet34 *m, int keep) { m->keep_eval = keep; }

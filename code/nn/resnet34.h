@@ -59,6 +59,17 @@ void resnet34_forward(ResNet34 *m, const float *x, int n, int h, int w, int bn_t
 // unless keep = 1 here, which makes eval-mode forwards keep them too (backward in eval mode
 // through trainable backbone weights; fc alone never needs it).
 void resnet34_keep_activations(ResNet34 *m, int keep);
+// Eval-mode forwards that keep nothing run the fused path (batch norm folded into the
+// convolutions, relu and the residual add fused) where the backend has conv_bias_act_forward;
+// fused = 0 selects the unfused path (default: PETS_FUSED=0 in the environment, else 1).
+void resnet34_set_fused(ResNet34 *m, int fused);
+// Which path an eval forward that keeps nothing takes: "fused" or "unfused" (part of the
+// feature caches' key: the two differ by rounding).
+const char *resnet34_eval_path(const ResNet34 *m);
+// Code that writes parameter or buffer values directly (Param.value) calls this afterwards, so that
+// the fused path folds them again. resnet34_load_state, resnet34_init_random, train-mode forwards
+// and adam_step do it themselves.
+void resnet34_params_changed(ResNet34 *m);
 // Runs only the head: features (n, 512) float32 from host -> logits (for cached features).
 void resnet34_forward_head(ResNet34 *m, const float *features, int n);
 // Results of the last forward, copied to host: logits (n, classes), pooled features (n, 512).

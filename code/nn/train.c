@@ -92,6 +92,7 @@ void adam_step(Adam *opt, ResNet34 *m, float inv_grad_scale) {
         be->adam_update(be, t, p->grad, p->adam_m, p->adam_v, opt->lr, opt->beta1, opt->beta2,
                         opt->eps, opt->step, inv_grad_scale);
     }
+    resnet34_params_changed(m); // the fused eval path folds the new weights again
 }
 
 double float_as_decimal(float f) {
