@@ -13,7 +13,6 @@
 #include <unistd.h>
 
 #include "test_resnet34_util.h"
-#include "nn/train.h"
 #include "check.h"
 
 enum { N = 3, H = 32, W = 32, K = 10 };

@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include "core/common.h"
+#include "core/rng.h"
+#include "nn/adam.h"
 #include "nn/train.h"
 #include "train_fixture.h"
 
