@@ -12,6 +12,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <unistd.h>
 
+#include "checkpoint/pth.h"
 #include "test_resnet34_util.h"
 #include "check.h"
 
