@@ -15,7 +15,7 @@
 
 #include "nn/backend.h"
 #include "core/common.h"
-#include "nn/train.h"
+#include "core/rng.h"
 #include "check.h"
 
 static Rng rng;

@@ -24,7 +24,7 @@ $(diff "$TMP/expected" "$1")"
 key() { # FILE KEY VALUE: the flat JSON file has "KEY": VALUE exactly
     grep -q "^  \"$2\": $3,\{0,1\}\$" "$1" || fail "$1: expected \"$2\": $3, got: $(grep "\"$2\"" "$1")"
 }
-num() { # FILE KEY VALUE: a number within 1e-12 (the JSON writer prints 17 significant digits)
+num() { # FILE KEY VALUE: a number within 1e-12 (the JSON writer prints up to 17 significant digits)
     v=$(sed -n "s/^  \"$2\": \([^,]*\),\{0,1\}\$/\1/p" "$1")
     awk -v a="$v" -v b="$3" 'BEGIN { d = a - b; if (a == "" || d > 1e-12 || d < -1e-12) exit 1 }' ||
         fail "$1: expected \"$2\": $3, got '$v'"

@@ -11,6 +11,7 @@
 #include "nn/backend.h"
 #include "core/common.h"
 #include "nn/resnet34.h"
+#include "core/rng.h"
 #include "nn/train.h"
 #include "check.h"
 

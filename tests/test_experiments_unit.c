@@ -5,7 +5,10 @@
 // - the cache file format (code/experiment/experiment.c): a written cache opens again with its data; a
 //   different key, label, item count, a truncated file or one flipped byte in its labels, data or
 //   ok flags (caught by the checksum) is refused (so the cache is rebuilt);
-// - exp_diverged: when an epoch's losses (fp32) or skipped steps (fp16) mean the run diverged.
+// - exp_diverged: when an epoch's losses (fp32) or skipped steps (fp16) mean the run diverged;
+// - the results JSON writer (code/experiment/results.c), which every chapter's JSON goes through:
+//   the exact bytes of a small file (shortest round-trip numbers, escapes, non-finite values).
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +16,7 @@
 #include "check.h"
 #include "core/common.h"
 #include "experiment/experiment.h"
+#include "experiment/results.h"
 #include "core/sha256.h"
 
 static void hex_of(const void *data, size_t n, size_t piece, char hex[65]) {
@@ -112,11 +116,48 @@ static void test_diverged(void) {
     CHECK(!exp_diverged(PREC_FP16, 0.0, 3.0, 0, 0, why, sizeof why), "fp16: an epoch without batches");
 }
 
+static void test_results(const char *dir) {
+    Results r;
+    results_init(&r);
+    results_str(&r, "name", "a \"b\"\\\n");
+    results_int(&r, "epochs", -3);
+    results_uint(&r, "seed", 18446744073709551615ull);
+    results_num(&r, "lr", 0.001);
+    results_num(&r, "lr_final", (double)1e-3f / 100); // a float's value: the digits it needs
+    results_num(&r, "lr_small", 1e-5);
+    results_num(&r, "third", 1.0 / 3);
+    results_num(&r, "acc", (double)0.3f);
+    results_num(&r, "loss", -INFINITY);
+    results_num(&r, "nan", NAN);
+    char *path = xasprintf("%s/results.json", dir), err[512];
+    CHECK(results_write(&r, path, err, sizeof err) == 0, "write: %s", err);
+    results_free(&r);
+    size_t size = 0;
+    char *got = (char *)read_file(path, &size, 0, err, sizeof err);
+    const char *want = "{\n"
+                       "  \"name\": \"a \\\"b\\\"\\\\\\u000a\",\n"
+                       "  \"epochs\": -3,\n"
+                       "  \"seed\": 18446744073709551615,\n"
+                       "  \"lr\": 0.001,\n"
+                       "  \"lr_final\": 1.0000000474974514e-05,\n"
+                       "  \"lr_small\": 1e-05,\n"
+                       "  \"third\": 0.3333333333333333,\n"
+                       "  \"acc\": 0.30000001192092896,\n"
+                       "  \"loss\": \"-inf\",\n"
+                       "  \"nan\": \"nan\"\n"
+                       "}\n";
+    CHECK(got && size == strlen(want) && memcmp(got, want, size) == 0, "results JSON:\n%.*s\nexpected:\n%s",
+          got ? (int)size : 0, got ? got : "", want);
+    free(got);
+    free(path);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) die("usage: test-experiments-unit TMPDIR");
     if (mkdir_p(argv[1])) die("%s: cannot create", argv[1]);
     test_sha256();
     test_cache(argv[1]);
     test_diverged();
+    test_results(argv[1]);
     return check_exit("PASS");
 }

@@ -17,7 +17,7 @@
 #include "data/preprocess.h"
 #include "checkpoint/pth.h"
 #include "nn/resnet34.h"
-#include "nn/train.h"
+#include "core/rng.h"
 
 static void save(const char *dir, const char *name, const void *data, size_t bytes) {
     char path[1024], err[1200];

@@ -12,8 +12,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include <unistd.h>
 
+#include "checkpoint/pth.h"
 #include "test_resnet34_util.h"
-#include "nn/train.h"
 #include "check.h"
 
 enum { N = 3, H = 32, W = 32, K = 10 };

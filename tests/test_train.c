@@ -1,6 +1,7 @@
-// tests/test_train.c: the host-side training pieces of train.c against PyTorch 1.13
-// (fixtures from tests/ref_train.py): the RNG's known answers and distributions,
-// ReduceLROnPlateau's rates and messages, GradScaler's scale sequence and skipped steps.
+// tests/test_train.c: the host-side training pieces against PyTorch 1.13 (fixtures from
+// tests/ref_train.py): the RNG's known answers and distributions (core/rng.c), Adam's scalars
+// (nn/adam.c), ReduceLROnPlateau's rates and messages, GradScaler's scale sequence and skipped
+// steps (nn/train.c).
 // Usage: test-train FIXTURE_DIR
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -10,6 +11,8 @@
 #include <unistd.h>
 
 #include "core/common.h"
+#include "core/rng.h"
+#include "nn/adam.h"
 #include "nn/train.h"
 #include "train_fixture.h"
 

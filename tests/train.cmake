@@ -1,6 +1,6 @@
-# tests/train.cmake: the training pieces (code/nn/train.c, compiled into the nn library) and the
-# backends' cross-entropy and Adam against PyTorch fixtures (tests/fixtures/train, written by
-# tests/ref_train.py).
+# tests/train.cmake: the training pieces (code/nn/train.c and adam.c, compiled into the nn
+# library; the RNG of code/core/rng.c) and the backends' cross-entropy and Adam against PyTorch
+# fixtures (tests/fixtures/train, written by tests/ref_train.py).
 if(TARGET nn)
   set(_fix ${CMAKE_SOURCE_DIR}/tests/fixtures/train)
   add_executable(test-train tests/test_train.c)

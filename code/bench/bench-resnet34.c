@@ -24,6 +24,7 @@
 #include "core/common.h"
 #include "nn/cpu_conv_dnnl.h"
 #include "nn/resnet34.h"
+#include "core/rng.h"
 #include "nn/train.h"
 
 typedef struct {

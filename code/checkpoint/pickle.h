@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "checkpoint/pth.h"
+#include "checkpoint/tensor.h"
 
 typedef enum {
     PK_NONE,

@@ -17,22 +17,16 @@
 #include <unistd.h>
 
 #include "core/common.h"
+#include "core/rng.h"
 
 // ----------------------------------------------------------------------------
 // the shuffled order
-
-static uint64_t splitmix64_next(uint64_t *state) {
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
 
 void loader_permutation(int *order, int n, uint64_t seed, int epoch) {
     for (int i = 0; i < n; i++) order[i] = i;
     uint64_t state = seed + (uint64_t)(int64_t)epoch;
     for (int i = n - 1; i > 0; i--) {
-        int j = (int)(splitmix64_next(&state) % (uint64_t)(i + 1));
+        int j = (int)(splitmix64(&state) % (uint64_t)(i + 1));
         int t = order[i];
         order[i] = order[j];
         order[j] = t;

@@ -17,6 +17,7 @@
 #include "core/common.h"
 #include "checkpoint/pth.h"
 #include "core/sha256.h"
+#include "experiment/results.h"
 
 // SHA-256 of torchvision's resnet34-b627a593.pth (data/checksums.sha256): only this file makes a
 // run "pretrained"; any other checkpoint, or --weights random, is reported as such everywhere.
@@ -373,22 +374,6 @@ static void write_predictions(Experiment *x) {
     free(path);
 }
 
-static void json_str(FILE *f, int *first, const char *k, const char *v) {
-    fprintf(f, "%s\n  \"%s\": \"", *first ? "{" : ",", k);
-    for (const char *c = v; *c; c++) {
-        if (*c == '"' || *c == '\\') fprintf(f, "\\%c", *c);
-        else if ((unsigned char)*c < 0x20) fprintf(f, "\\u%04x", *c);
-        else fputc(*c, f);
-    }
-    fputc('"', f);
-    *first = 0;
-}
-static void json_num(FILE *f, int *first, const char *k, double v) {
-    if (isfinite(v)) fprintf(f, "%s\n  \"%s\": %.9g", *first ? "{" : ",", k, v);
-    else fprintf(f, "%s\n  \"%s\": \"%s\"", *first ? "{" : ",", k, isnan(v) ? "nan" : "inf");
-    *first = 0;
-}
-
 // A float learning rate as the decimal it was meant to be (1e-3f prints as 0.001).
 static double round6(double v) {
     char buf[32];
@@ -423,66 +408,64 @@ static void write_json(Experiment *x, const char *model_path) {
     for (int c = 0; c < PETS_NUM_CLASSES; c++) present += x->train.class_count[c] > 0;
 
     char *path = exp_out_path(x, ".json");
-    AtomicFile af;
-    FILE *f = afile_open(&af, path, err, sizeof err);
-    if (!f) die("%s", err);
-    int first = 1;
+    Results res;
+    results_init(&res);
     char *csv = exp_out_path(x, ".csv"), *pred = exp_out_path(x, ".predictions.csv");
-    json_str(f, &first, "chapter", x->chapter);
-    json_str(f, &first, "name", x->name);
-    json_str(f, &first, "mode", x->mode);
-    json_str(f, &first, "device", x->be->name);
-    json_str(f, &first, "device_description", x->be->description);
-    json_str(f, &first, "precision", x->precision == PREC_FP16 ? "fp16" : "fp32");
-    json_str(f, &first, "precision_requested", x->be->prec_info.requested);
-    json_str(f, &first, "precision_choice", x->be->prec_info.choice);
-    json_str(f, &first, "weights", x->a.weights);
-    json_num(f, &first, "weights_pretrained", x->weights_pretrained);
-    json_str(f, &first, "weights_sha256", x->weights_sha[0] ? x->weights_sha : "random");
-    json_num(f, &first, "keep_fc", x->a.keep_fc);
-    json_num(f, &first, "seed", (double)x->a.seed);
-    json_str(f, &first, "root", x->a.root);
-    json_num(f, &first, "limit", x->a.limit);
-    json_num(f, &first, "num_classes", resnet34_num_classes(x->model));
-    json_num(f, &first, "classes_present", present);
-    json_num(f, &first, "train_images", x->train.n - x->failed[0]);
-    json_num(f, &first, "val_images", x->val.n - x->failed[1]);
-    json_num(f, &first, "train_failed", x->failed[0]);
-    json_num(f, &first, "val_failed", x->failed[1]);
-    json_num(f, &first, "batch_size", x->a.batch_size);
-    json_str(f, &first, "optimizer", "Adam");
-    json_str(f, &first, "loss", "CrossEntropyLoss(reduction='sum')");
-    json_str(f, &first, "scheduler", "ReduceLROnPlateau(factor=0.1, patience=2) on val loss");
-    json_num(f, &first, "lr_initial", round6(x->a.lr));
-    json_num(f, &first, "lr_final", round6(last->lr));
-    json_num(f, &first, "lr_reductions", reductions);
-    json_num(f, &first, "epochs", x->n_rows);
-    json_num(f, &first, "resumed_from_epoch", x->resumed_from);
-    json_num(f, &first, "final_train_loss", last->train_loss);
-    json_num(f, &first, "final_val_loss", last->val_loss);
-    json_num(f, &first, "final_val_acc", last->val_acc);
-    json_num(f, &first, "final_val_correct", correct);
-    json_num(f, &first, "final_val_count", seen);
-    json_num(f, &first, "first_val_acc", x->rows[0].val_acc);
-    json_num(f, &first, "best_val_acc", x->rows[best].val_acc);
-    json_num(f, &first, "best_epoch", best + 1);
-    json_num(f, &first, "seconds_setup", x->setup_seconds);
-    json_num(f, &first, "seconds_features", x->feature_seconds);
-    json_num(f, &first, "seconds_epochs", epoch_seconds);
-    json_num(f, &first, "seconds_per_epoch", epoch_seconds / x->n_rows);
-    json_num(f, &first, "seconds_total", x->setup_seconds + epoch_seconds);
-    json_num(f, &first, "seconds_wall", now_seconds() - x->t_start);
-    json_str(f, &first, "cache", x->cache_status);
-    json_str(f, &first, "csv", csv);
-    json_str(f, &first, "predictions", model_path ? pred : "");
-    json_str(f, &first, "model", model_path ? model_path : "");
-    json_str(f, &first, "status", x->diverged_epoch ? "diverged" : "complete");
+    results_str(&res, "chapter", x->chapter);
+    results_str(&res, "name", x->name);
+    results_str(&res, "mode", x->mode);
+    results_str(&res, "device", x->be->name);
+    results_str(&res, "device_description", x->be->description);
+    results_str(&res, "precision", x->precision == PREC_FP16 ? "fp16" : "fp32");
+    results_str(&res, "precision_requested", x->be->prec_info.requested);
+    results_str(&res, "precision_choice", x->be->prec_info.choice);
+    results_str(&res, "weights", x->a.weights);
+    results_int(&res, "weights_pretrained", x->weights_pretrained);
+    results_str(&res, "weights_sha256", x->weights_sha[0] ? x->weights_sha : "random");
+    results_int(&res, "keep_fc", x->a.keep_fc);
+    results_uint(&res, "seed", x->a.seed);
+    results_str(&res, "root", x->a.root);
+    results_int(&res, "limit", x->a.limit);
+    results_int(&res, "num_classes", resnet34_num_classes(x->model));
+    results_int(&res, "classes_present", present);
+    results_int(&res, "train_images", x->train.n - x->failed[0]);
+    results_int(&res, "val_images", x->val.n - x->failed[1]);
+    results_int(&res, "train_failed", x->failed[0]);
+    results_int(&res, "val_failed", x->failed[1]);
+    results_int(&res, "batch_size", x->a.batch_size);
+    results_str(&res, "optimizer", "Adam");
+    results_str(&res, "loss", "CrossEntropyLoss(reduction='sum')");
+    results_str(&res, "scheduler", "ReduceLROnPlateau(factor=0.1, patience=2) on val loss");
+    results_num(&res, "lr_initial", round6(x->a.lr));
+    results_num(&res, "lr_final", round6(last->lr));
+    results_int(&res, "lr_reductions", reductions);
+    results_int(&res, "epochs", x->n_rows);
+    results_int(&res, "resumed_from_epoch", x->resumed_from);
+    results_num(&res, "final_train_loss", last->train_loss);
+    results_num(&res, "final_val_loss", last->val_loss);
+    results_num(&res, "final_val_acc", last->val_acc);
+    results_int(&res, "final_val_correct", correct);
+    results_int(&res, "final_val_count", seen);
+    results_num(&res, "first_val_acc", x->rows[0].val_acc);
+    results_num(&res, "best_val_acc", x->rows[best].val_acc);
+    results_int(&res, "best_epoch", best + 1);
+    results_num(&res, "seconds_setup", x->setup_seconds);
+    results_num(&res, "seconds_features", x->feature_seconds);
+    results_num(&res, "seconds_epochs", epoch_seconds);
+    results_num(&res, "seconds_per_epoch", epoch_seconds / x->n_rows);
+    results_num(&res, "seconds_total", x->setup_seconds + epoch_seconds);
+    results_num(&res, "seconds_wall", now_seconds() - x->t_start);
+    results_str(&res, "cache", x->cache_status);
+    results_str(&res, "csv", csv);
+    results_str(&res, "predictions", model_path ? pred : "");
+    results_str(&res, "model", model_path ? model_path : "");
+    results_str(&res, "status", x->diverged_epoch ? "diverged" : "complete");
     if (x->diverged_epoch) {
-        json_num(f, &first, "diverged_epoch", x->diverged_epoch);
-        json_str(f, &first, "diverged_why", x->diverged_why);
+        results_int(&res, "diverged_epoch", x->diverged_epoch);
+        results_str(&res, "diverged_why", x->diverged_why);
     }
-    fprintf(f, "\n}\n");
-    if (afile_commit(&af, err, sizeof err)) die("%s", err);
+    if (results_write(&res, path, err, sizeof err)) die("%s", err);
+    results_free(&res);
     if (model_path) printf("results: %s, %s, %s, %s\n", csv, pred, model_path, path);
     else printf("results: %s, %s (no model: the run diverged)\n", csv, path);
     free(csv);

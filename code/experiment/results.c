@@ -1,4 +1,4 @@
-// results.c: the flat JSON writer of results.h.
+// results.c: the flat JSON writer of results.h, the only writer of results/*.json.
 #include "experiment/results.h"
 
 #include <math.h>
@@ -52,14 +52,27 @@ void results_int(Results *r, const char *key, long long v) {
     put(r, b, (size_t)snprintf(b, sizeof b, "%lld", v));
 }
 
+void results_uint(Results *r, const char *key, unsigned long long v) {
+    char b[32];
+    put_key(r, key);
+    put(r, b, (size_t)snprintf(b, sizeof b, "%llu", v));
+}
+
 void results_num(Results *r, const char *key, double v) {
     if (!isfinite(v)) {
         results_str(r, key, isnan(v) ? "nan" : v > 0 ? "inf" : "-inf");
         return;
     }
+    // the shortest of 15, 16 or 17 significant digits that reads back as v (%g drops trailing
+    // zeros, so 0.001 stays "0.001" and a float widened to double gets the digits it needs)
     char b[40];
+    int n = 0;
+    for (int digits = 15; digits <= 17; digits++) {
+        n = snprintf(b, sizeof b, "%.*g", digits, v);
+        if (strtod(b, NULL) == v) break;
+    }
     put_key(r, key);
-    put(r, b, (size_t)snprintf(b, sizeof b, "%.17g", v));
+    put(r, b, (size_t)n);
 }
 
 void results_str(Results *r, const char *key, const char *s) {

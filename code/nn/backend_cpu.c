@@ -15,7 +15,7 @@
 #endif
 
 #include "nn/backend.h"
-#include "nn/train.h"
+#include "nn/adam.h"
 #include "nn/backend_cpu_fast.h"
 #include "core/common.h"
 
@@ -605,7 +605,7 @@ static void adam_update(Backend *be, Tensor *param, const Tensor *grad, Tensor *
     //   exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
     //   denom = (exp_avg_sq.sqrt() / sqrt(1 - beta2**step)).add_(eps)
     //   param.addcdiv_(exp_avg, denom, value=-lr / (1 - beta1**step))
-    // PyTorch's hyper-parameters are Python doubles; adam_scalars (train.h) recovers them from
+    // PyTorch's hyper-parameters are Python doubles; adam_scalars (adam.h) recovers them from
     // the floats of the table and computes 1 - beta and the bias corrections in double.
     const AdamScalars a = adam_scalars(lr, beta1, beta2, step);
     const float neg_step_size = -a.step_size, bc2_sqrt = a.bc2_sqrt;

@@ -25,7 +25,7 @@
 
 #include "core/common.h"
 #include "nn/cpu_conv_dnnl.h"
-#include "nn/train.h"
+#include "nn/adam.h"
 
 // ----------------------------------------------------------------------------
 // per-backend state (be->priv): nothing here is process-wide, so two fast backends (say with
@@ -624,7 +624,7 @@ static void fast_linear_backward(Backend *be, const Tensor *x, const Tensor *w, 
 }
 
 // ----------------------------------------------------------------------------
-// Adam (torch.optim.Adam's single-tensor update). The scalars come from train.h's adam_scalars
+// Adam (torch.optim.Adam's single-tensor update). The scalars come from adam.h's adam_scalars
 // (PyTorch's Python-double arithmetic), the element-wise expression is the reference's, so the
 // results are bit-identical to backend_cpu.c.
 

@@ -30,7 +30,7 @@
 extern "C" {
 #include "nn/backend.h"
 #include "core/common.h"
-#include "nn/train.h"
+#include "nn/adam.h"
 }
 
 // ----------------------------------------------------------------------------
@@ -428,7 +428,7 @@ __global__ void k_cross_entropy(const float *z, const int *labels, double *row_l
 
 // ----------------------------------------------------------------------------
 // torch.optim.Adam, single-tensor path, with the scalars PyTorch computes in double
-// (train.h's adam_scalars). Explicitly rounded operations (no fused multiply-add contraction), in
+// (adam.h's adam_scalars). Explicitly rounded operations (no fused multiply-add contraction), in
 // backend_cpu.c's order, so the update is bit-identical to the CPU's:
 //   m = b1 m + (1-b1) g;  v = b2 v + ((1-b2) g) g;  p = p + (-step_size m) / (sqrt(v) / bc2 + eps)
 __global__ void k_adam(float *p, const float *g, float *m, float *v, size_t n, float b1, float b2,

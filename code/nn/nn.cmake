@@ -1,9 +1,10 @@
 # code/nn/nn.cmake: the ResNet34 core as the static library `nn`: backend selection (backend.c),
 # the CPU backend's reference kernels (backend_cpu.c) and fast kernels (backend_cpu_fast.c with
-# oneDNN convolutions in cpu_conv_dnnl.c), the model (resnet34.c) and the training pieces
-# (train.c). code/nn/cuda.cmake adds the cuDNN backend to this library when CUDA is found.
-# oneDNN comes from Debian's libdnnl-dev (listed in the root Makefile's deps): 2.x on Debian 12,
-# 3.x on Debian 13; dnnl_compat.c holds the calls that differ.
+# oneDNN convolutions in cpu_conv_dnnl.c), Adam's scalar arithmetic that every backend shares
+# (adam.c), the model (resnet34.c) and the training pieces (train.c). code/nn/cuda.cmake adds the
+# cuDNN backend to this library when CUDA is found. oneDNN comes from Debian's libdnnl-dev (listed
+# in the root Makefile's deps): 2.x on Debian 12, 3.x on Debian 13; dnnl_compat.c holds the calls
+# that differ.
 find_package(OpenMP REQUIRED COMPONENTS C)
 find_path(DNNL_INCLUDE_DIR oneapi/dnnl/dnnl.h)
 find_library(DNNL_LIBRARY dnnl)
@@ -13,7 +14,7 @@ if(NOT DNNL_INCLUDE_DIR OR NOT DNNL_LIBRARY)
 endif()
 
 add_library(nn STATIC code/nn/backend.c code/nn/backend_cpu.c code/nn/backend_cpu_fast.c
-                      code/nn/cpu_conv_dnnl.c code/nn/dnnl_compat.c code/nn/resnet34.c
+                      code/nn/cpu_conv_dnnl.c code/nn/dnnl_compat.c code/nn/adam.c code/nn/resnet34.c
                       code/nn/train.c)
 target_include_directories(nn SYSTEM PRIVATE ${DNNL_INCLUDE_DIR})
 target_link_libraries(nn PUBLIC pth common m OpenMP::OpenMP_C ${DNNL_LIBRARY})

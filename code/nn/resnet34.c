@@ -27,7 +27,7 @@
 
 #include "core/common.h"
 #include "nn/resnet34.h"
-#include "nn/train.h"
+#include "core/rng.h"
 
 #define NUM_BLOCKS 16
 #define MAX_PARAMS 200

@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "nn/backend.h"
-#include "checkpoint/pth.h"
+#include "checkpoint/tensor.h"
 
 #define RESNET34_FEATURES 512
 

@@ -1,5 +1,5 @@
-// train.c: the training pieces with PyTorch's exact semantics (train.h): a seeded RNG that gives
-// the same stream on every machine, torch.optim.Adam over a model's trainable parameters,
+// train.c: the training pieces with PyTorch's exact semantics (train.h): torch.optim.Adam over a
+// model's trainable parameters (each tensor's update is the backend's adam_update),
 // torch.optim.lr_scheduler.ReduceLROnPlateau and torch.cuda.amp.GradScaler's dynamic loss scale.
 // Each piece is checked against PyTorch 1.13 by tests/test_train.c on fixtures written by
 // tests/ref_train.py.
@@ -10,53 +10,6 @@
 #include <stdlib.h>
 
 #include "nn/backend.h"
-
-// ----------------------------------------------------------------------------
-// RNG: xoshiro256** (Blackman and Vigna), its 256-bit state filled by splitmix64 from one 64-bit
-// seed, as the xoshiro authors recommend. Integer arithmetic only, so the u64 stream is the same
-// on every machine and compiler.
-
-uint64_t splitmix64(uint64_t *state) {
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-void rng_seed(Rng *r, uint64_t seed) {
-    uint64_t sm = seed;
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&sm);
-    // splitmix64 never yields four zero words in a row, so the state is never all zero.
-}
-
-static inline uint64_t rotl64(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-uint64_t rng_u64(Rng *r) {
-    uint64_t *s = r->s;
-    uint64_t result = rotl64(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl64(s[3], 45);
-    return result;
-}
-
-// The top 53 bits as a double in [0, 1): every value is a multiple of 2^-53, exactly
-// representable, so uniform numbers too are identical everywhere.
-double rng_uniform(Rng *r) { return (double)(rng_u64(r) >> 11) * 0x1.0p-53; }
-
-// Standard normal by the Box-Muller transform, using the cosine branch only (one normal per two
-// uniforms; Rng keeps no cached second value so that its state stays four words).
-// u1 is taken in (0, 1] so that log(u1) is finite. The result goes through libm's log, sqrt and
-// cos, so it may differ in the last bit between C libraries; the uniforms feeding it never do.
-double rng_normal(Rng *r) {
-    double u1 = 1.0 - rng_uniform(r); // (0, 1]
-    double u2 = rng_uniform(r);       // [0, 1)
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
 
 // ----------------------------------------------------------------------------
 // Adam: torch.optim.Adam(params, lr) with its defaults (betas (0.9, 0.999), eps 1e-8,
@@ -93,28 +46,6 @@ void adam_step(Adam *opt, ResNet34 *m, float inv_grad_scale) {
                         opt->eps, opt->step, inv_grad_scale);
     }
     resnet34_params_changed(m); // the fused eval path folds the new weights again
-}
-
-double float_as_decimal(float f) {
-    char buf[32];
-    for (int digits = 1; digits <= 6; digits++) {
-        snprintf(buf, sizeof buf, "%.*g", digits, (double)f);
-        double d = strtod(buf, NULL);
-        if ((float)d == f) return d;
-    }
-    return (double)f;
-}
-
-AdamScalars adam_scalars(float lr, float beta1, float beta2, long step) {
-    double b1 = float_as_decimal(beta1), b2 = float_as_decimal(beta2);
-    double bc1 = 1.0 - pow(b1, (double)step), bc2 = 1.0 - pow(b2, (double)step);
-    AdamScalars s = {
-        .one_minus_b1 = (float)(1.0 - b1),
-        .one_minus_b2 = (float)(1.0 - b2),
-        .step_size = (float)(float_as_decimal(lr) / bc1),
-        .bc2_sqrt = (float)sqrt(bc2),
-    };
-    return s;
 }
 
 // ----------------------------------------------------------------------------

@@ -1,22 +1,12 @@
-// train.h: the training pieces with PyTorch's exact semantics: a seeded RNG, torch.optim.Adam,
-// ReduceLROnPlateau and GradScaler's dynamic loss scaling.
+// train.h: the training pieces with PyTorch's exact semantics: torch.optim.Adam (its scalar
+// arithmetic in adam.h, which the backends share), ReduceLROnPlateau and GradScaler's dynamic
+// loss scaling. The seeded RNG is core/rng.h.
 #ifndef TRAIN_H
 #define TRAIN_H
 
 #include <stdint.h>
 
 #include "nn/resnet34.h"
-
-// ----------------------------------------------------------------------------
-// RNG: xoshiro256** seeded through splitmix64; identical streams on every machine.
-typedef struct {
-    uint64_t s[4];
-} Rng;
-void rng_seed(Rng *r, uint64_t seed);
-uint64_t rng_u64(Rng *r);
-double rng_uniform(Rng *r);            // [0, 1)
-double rng_normal(Rng *r);             // N(0, 1)
-uint64_t splitmix64(uint64_t *state);  // also used to derive per-purpose seeds
 
 // ----------------------------------------------------------------------------
 // torch.optim.Adam (defaults: betas 0.9, 0.999, eps 1e-8, weight_decay 0) over the trainable
@@ -28,24 +18,6 @@ typedef struct {
 void adam_init(Adam *opt, float lr);
 // One step; inv_grad_scale unscales fp16 gradients (1 in fp32).
 void adam_step(Adam *opt, ResNet34 *m, float inv_grad_scale);
-
-// The scalars of one torch.optim.Adam step as PyTorch computes them, for backends' adam_update.
-// PyTorch's lr and betas are Python doubles (0.9, 0.999), not the float32 values a backend
-// receives: 1 - (double)0.999f = 0.00099998713 where PyTorch has 1 - 0.999 = 0.001, which leaves
-// exp_avg_sq 1.3e-5 too small. So each float is read back as the shortest decimal (<= 6
-// significant digits) that rounds to it, then everything is computed in double and rounded to
-// float once, as PyTorch's element kernels do:
-//   one_minus_b1 = 1 - beta1, one_minus_b2 = 1 - beta2,
-//   step_size = lr / (1 - beta1^step), bc2_sqrt = sqrt(1 - beta2^step).
-// The update is then m = beta1 m + one_minus_b1 g; v = beta2 v + one_minus_b2 g g;
-// p -= step_size * m / (sqrt(v) / bc2_sqrt + eps)   (with beta1, beta2, eps the floats given).
-typedef struct {
-    float one_minus_b1, one_minus_b2, step_size, bc2_sqrt;
-} AdamScalars;
-AdamScalars adam_scalars(float lr, float beta1, float beta2, long step);
-// The decimal a float was written as (0.999f -> 0.999): the shortest decimal of at most 6
-// significant digits that rounds back to f; f itself if there is none.
-double float_as_decimal(float f);
 
 // ----------------------------------------------------------------------------
 // torch.optim.lr_scheduler.ReduceLROnPlateau, mode 'min', threshold_mode 'rel'.
