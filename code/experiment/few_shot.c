@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "core/common.h"
-#include "nn/train.h"
+#include "core/rng.h"
 
 // ----------------------------------------------------------------------------
 // subsets and the epoch rule
