@@ -25,6 +25,7 @@
 #include "experiment/experiment.h"
 #include "experiment/few_shot.h"
 #include "experiment/results.h"
+#include "nn/adam.h"
 
 static const char ABOUT[] =
     "07-data-efficiency: feature extraction against fine-tuning, and two baselines without\n"
