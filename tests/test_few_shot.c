@@ -18,7 +18,7 @@
 #include "check.h"
 #include "core/common.h"
 #include "experiment/few_shot.h"
-#include "nn/train.h"
+#include "core/rng.h"
 
 // ----------------------------------------------------------------------------
 // subsets
