@@ -10,7 +10,7 @@ DEB_PACKAGES = gcc make cmake pkg-config libstb-dev gnuplot-nox pandoc poppler-u
   texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended \
   lmodern fonts-dejavu-core libdnnl-dev curl ca-certificates
 
-.PHONY: all deps build test report bench data clean
+.PHONY: all deps build test report bench data clean fuzz fuzz-deps sanitize
 
 all: build
 
@@ -52,5 +52,14 @@ bench: build
 data: deps
 	$(MAKE) -f data/Makefile
 
+# Coverage-guided fuzzing of every parser of outside input (tests/fuzz/): builds the libFuzzer
+# targets with clang in build-fuzz/ and runs each for FUZZ_SECONDS; fails on a crash, leak or
+# timeout (the input is kept under build-fuzz/crashes/). Needs clang and its runtimes.
+FUZZ_SECONDS ?= 60
+FUZZ_PACKAGES = clang libclang-rt-dev
+fuzz: deps
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(FUZZ_PACKAGES)"
+	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh
+
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) build-fuzz
