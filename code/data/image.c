@@ -4,8 +4,17 @@
 // behind checks of our own: the format is identified from the first bytes (with a clear message
 // for MATLAB files, empty files and formats we do not read), the pixel count is capped before
 // anything is allocated, a JPEG whose data ends before its EOI marker is refused as truncated
-// (stb would silently fill the missing rows with grey), and a JPEG Huffman table with more codes
-// than the format allows is refused before stb_image 2.27 overflows its tables with it.
+// (stb would silently fill the missing rows with grey), and the streams stb_image 2.27 (Debian 12)
+// mishandles are refused before it sees them (each found by fuzzing, tests/fuzz/):
+//   - a JPEG Huffman table with more codes than the format allows (stb overflows its tables);
+//   - a JPEG scan that uses a Huffman table no DHT segment defined (stb reads tables it never
+//     initialised: an assertion, an out-of-bounds read or garbage pixels);
+//   - a PNG whose zlib stream uses the invalid distance codes 30/31 (stb takes them as distance 0
+//     and copies bytes never written), or any other invalid deflate data (checked by a small
+//     inflate walker of our own that decodes the codes without writing the output);
+//   - a PNG whose first IDAT chunk is empty (stb then copies 0 bytes to a NULL pointer: UB).
+// Any assertion left inside stb becomes a clean error for that image: STBI_ASSERT jumps back
+// (longjmp) into the decode call, which frees what stb had allocated (a per-thread allocation list).
 //
 // Colour conversion, PIL's .convert('RGB') rules, which stb's req_comp = 3 follows:
 //   grayscale (L)            -> R = G = B = L
@@ -20,6 +29,7 @@
 #include "data/image.h"
 
 #include <limits.h>
+#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,10 +46,78 @@
 #define STBI_NO_LINEAR
 #define STBI_NO_HDR
 #define STBI_MAX_DIMENSIONS (1 << 16)     // per side; IMAGE_MAX_PIXELS caps the area
+#define STBI_ASSERT(x) ((x) ? (void)0 : stb_assert_failed(#x, __LINE__))
+#define STBI_MALLOC(n) stb_malloc(n)
+#define STBI_REALLOC(p, n) stb_realloc(p, n)
+#define STBI_FREE(p) stb_free(p)
 #define STB_IMAGE_IMPLEMENTATION
 #define STBIW_ASSERT(x) ((void)0)
 #define STBI_WRITE_NO_STDIO
 #define STB_IMAGE_WRITE_IMPLEMENTATION
+// ----------------------------------------------------------------------------
+// stb's allocations and assertions, guarded per decode call (see stb_guarded below)
+
+// One decode call in progress on this thread: what stb has allocated and not yet freed, and where
+// a failed assertion jumps back to.
+typedef struct {
+    void **live;
+    int n, cap;
+    jmp_buf jump;
+    const char *assertion; // the failed expression
+    int line;              // its line in stb_image.h
+} StbCall;
+static _Thread_local StbCall *stb_call;
+
+static void live_add(void *p) {
+    StbCall *c = stb_call;
+    if (!c || !p) return;
+    if (c->n == c->cap) c->live = xrealloc(c->live, (size_t)(c->cap = 2 * c->cap + 16) * sizeof(void *));
+    c->live[c->n++] = p;
+}
+
+// Where p is in the list, or -1.
+static int live_find(const void *p) {
+    StbCall *c = stb_call;
+    if (!c || !p) return -1;
+    for (int i = c->n; i-- > 0;)
+        if (c->live[i] == p) return i;
+    return -1;
+}
+
+static void live_remove(void *p) {
+    int i = live_find(p);
+    if (i >= 0) stb_call->live[i] = stb_call->live[--stb_call->n];
+}
+
+static void *stb_malloc(size_t n) {
+    void *p = malloc(n);
+    live_add(p);
+    return p;
+}
+
+static void *stb_realloc(void *p, size_t n) {
+    int i = live_find(p);
+    void *q = realloc(p, n);
+    if (q && i >= 0) stb_call->live[i] = q;
+    else if (q) live_add(q);
+    return q;
+}
+
+static void stb_free(void *p) {
+    live_remove(p);
+    free(p);
+}
+
+__attribute__((noreturn)) static void stb_assert_failed(const char *expr, int line) {
+    if (!stb_call) { // never: every stb call runs inside stb_guarded
+        fprintf(stderr, "stb_image.h:%d: assertion failed: %s\n", line, expr);
+        abort();
+    }
+    stb_call->assertion = expr;
+    stb_call->line = line;
+    longjmp(stb_call->jump, 1);
+}
+
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function"
 #pragma GCC diagnostic ignored "-Wunused-parameter"
@@ -108,12 +186,19 @@ static int jpeg_check_complete(const uint8_t *buf, size_t n, const char **why) {
     return -1;
 }
 
-// Every Huffman table (DHT segment, before the first scan or between the scans of a progressive
-// JPEG) may define at most 256 codes. stb_image 2.27 (Debian 12's libstb-dev) does not check this
-// and writes past its 256-entry tables on a hostile file (fixed upstream in 2.28), so we check
-// first. Walks every marker of the file: inside scan data, FF 00 (a stuffed byte) and the
+// The Huffman tables of a JPEG, checked before stb_image 2.27 (Debian 12's libstb-dev) uses them:
+//   - every table (DHT segment, before the first scan or between the scans of a progressive
+//     JPEG) may define at most 256 codes: stb does not check this and writes past its 256-entry
+//     tables on a hostile file (fixed upstream in 2.28);
+//   - every table a scan (SOS) uses must have been defined by a DHT segment before it: stb
+//     would decode with tables it never initialised. A sequential scan uses the DC and AC tables
+//     its components select; a progressive one the DC tables when it is a first DC scan (Ss = 0,
+//     Ah = 0), the AC tables when it is an AC scan (Ss > 0), none for a DC refinement.
+// Walks every marker of the file as stb does: inside scan data, FF 00 (a stuffed byte) and the
 // restart markers are skipped. Returns 0, or -1 with the reason in *why.
-static int jpeg_check_huffman(const uint8_t *buf, size_t n, const char **why) {
+static int jpeg_check_tables(const uint8_t *buf, size_t n, const char **why) {
+    unsigned defined[2] = {0, 0}; // bit t of defined[c]: table t of class c (0 DC, 1 AC) exists
+    int progressive = -1;         // from the first frame header (SOF2 = progressive); -1 none yet
     size_t p = 2;
     for (;;) {
         while (p < n && buf[p] != 0xFF) p++;
@@ -124,21 +209,260 @@ static int jpeg_check_huffman(const uint8_t *buf, size_t n, const char **why) {
         if (m == 0xD9 || p + 2 > n) return 0;
         size_t len = ((size_t)buf[p] << 8) | buf[p + 1];
         if (len < 2) { *why = "corrupt JPEG (bad segment length)"; return -1; }
+        size_t end = p + len < n ? p + len : n;
         if (m == 0xC4) { // DHT: tables of (class/id, 16 code counts, the symbols)
-            size_t q = p + 2, end = p + len < n ? p + len : n;
-            while (q < end) {
+            for (size_t q = p + 2; q < end;) {
                 if (q + 17 > end) { *why = "corrupt JPEG (bad Huffman table)"; return -1; }
+                int tc = buf[q] >> 4, th = buf[q] & 15;
+                if (tc > 1 || th > 3) {
+                    *why = "corrupt JPEG (Huffman table of an unknown class or id)";
+                    return -1;
+                }
                 size_t codes = 0;
                 for (int i = 1; i <= 16; i++) codes += buf[q + i];
                 if (codes > 256) {
                     *why = "corrupt JPEG (Huffman table with more than 256 codes)";
                     return -1;
                 }
+                defined[tc] |= 1u << th;
                 q += 17 + codes;
+            }
+        } else if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) {
+            if (progressive < 0) progressive = m == 0xC2;
+        } else if (m == 0xDA) { // SOS: length, Ns, Ns x (component, DC table << 4 | AC table),
+                                // Ss, Se, Ah << 4 | Al
+            size_t ns = p + 2 < end ? buf[p + 2] : 0;
+            if (p + 6 + 2 * ns > end) return 0; // a bad SOS length: stb refuses it
+            int ss = buf[p + 3 + 2 * ns], ah = buf[p + 5 + 2 * ns] >> 4;
+            int need_dc = progressive <= 0 || (ss == 0 && ah == 0);
+            int need_ac = progressive <= 0 || ss > 0;
+            for (size_t c = 0; c < ns; c++) {
+                int td = buf[p + 4 + 2 * c] >> 4, ta = buf[p + 4 + 2 * c] & 15;
+                if ((need_dc && (td > 3 || !(defined[0] >> td & 1))) ||
+                    (need_ac && (ta > 3 || !(defined[1] >> ta & 1)))) {
+                    *why = "corrupt JPEG (a scan uses a Huffman table that no DHT segment defines)";
+                    return -1;
+                }
             }
         }
         p += len;
     }
+}
+
+// ----------------------------------------------------------------------------
+// PNG: the chunks and the zlib stream, checked before stb_image sees them
+
+// A bit reader over a deflate stream (least significant bit first). Reading past the end fails.
+typedef struct {
+    const uint8_t *p, *end;
+    uint32_t bits; // not yet consumed, low bits first
+    int nbits;     // how many (0..7 between calls)
+} BitReader;
+
+static int get_bits(BitReader *br, int n, unsigned *v) {
+    while (br->nbits < n) {
+        if (br->p == br->end) return -1;
+        br->bits |= (uint32_t)*br->p++ << br->nbits;
+        br->nbits += 8;
+    }
+    *v = br->bits & ((1u << n) - 1);
+    br->bits >>= n;
+    br->nbits -= n;
+    return 0;
+}
+
+// A canonical Huffman code (RFC 1951 3.2.2): how many codes of each length, and the symbols in
+// code order (by length, then by symbol).
+typedef struct {
+    uint16_t count[16];
+    uint16_t symbol[320];
+} Huffman;
+
+// Builds the code from the lengths of n symbols (0 = unused). Returns -1 when the lengths ask for
+// more codes than exist (over-subscribed); an incomplete code is allowed (unused codes are
+// refused when met).
+static int huffman_build(Huffman *h, const uint8_t *length, int n) {
+    memset(h->count, 0, sizeof h->count);
+    for (int i = 0; i < n; i++) h->count[length[i]]++;
+    int left = 1;
+    for (int len = 1; len < 16; len++) {
+        left = 2 * left - h->count[len];
+        if (left < 0) return -1;
+    }
+    uint16_t start[16];
+    start[1] = 0;
+    for (int len = 1; len < 15; len++) start[len + 1] = start[len] + h->count[len];
+    for (int i = 0; i < n; i++)
+        if (length[i]) h->symbol[start[length[i]]++] = (uint16_t)i;
+    return 0;
+}
+
+// Decodes one symbol, a bit at a time: returns it, -1 when there is no such code, -2 when the
+// data ends first.
+static int huffman_decode(BitReader *br, const Huffman *h) {
+    int code = 0, first = 0, index = 0; // code read so far; first code and symbol of its length
+    for (int len = 1; len < 16; len++) {
+        unsigned bit;
+        if (get_bits(br, 1, &bit)) return -2;
+        code |= (int)bit;
+        int count = h->count[len];
+        if (code - first < count) return h->symbol[index + code - first];
+        index += count;
+        first = (first + count) << 1;
+        code <<= 1;
+    }
+    return -1;
+}
+
+// The compressed blocks of a deflate stream, walked as an inflater would, without writing the
+// output (only its length is counted, for the distance check). Returns 0 when the stream is valid
+// up to its final block, or -1 with the reason in *why.
+static int deflate_check(const uint8_t *data, size_t n, const char **why) {
+    static const uint8_t order[19] = {16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15};
+    static const uint16_t len_base[29] = {3,  4,  5,  6,  7,  8,  9,  10, 11,  13,  15,  17,  19,  23, 27,
+                                          31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227, 258};
+    static const uint16_t dist_base[30] = {1,   2,   3,   4,    5,    7,    9,    13,    17,    25,
+                                           33,  49,  65,  97,   129,  193,  257,  385,   513,   769,
+                                           1025, 1537, 2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577};
+    BitReader br = {data, data + n, 0, 0};
+    uint64_t out = 0; // bytes the stream has produced so far
+    Huffman lit, dist;
+    unsigned final, type, v;
+    do {
+        if (get_bits(&br, 1, &final) || get_bits(&br, 2, &type)) goto ended;
+        if (type == 0) { // stored: byte-aligned LEN, NLEN, then LEN bytes
+            br.bits = 0, br.nbits = 0;
+            if (br.end - br.p < 4) goto ended;
+            unsigned len = br.p[0] | br.p[1] << 8, nlen = br.p[2] | br.p[3] << 8;
+            if (len != (~nlen & 0xFFFF)) { *why = "corrupt PNG (zlib stored block with a bad length)"; return -1; }
+            br.p += 4;
+            if ((size_t)(br.end - br.p) < len) goto ended;
+            br.p += len;
+            out += len;
+            continue;
+        }
+        if (type == 3) { *why = "corrupt PNG (zlib block of the invalid type 3)"; return -1; }
+        uint8_t length[286 + 30];
+        int nlit = 288, ndist = 30;
+        if (type == 1) { // the fixed codes
+            for (int i = 0; i < 288; i++) length[i] = i < 144 ? 8 : i < 256 ? 9 : i < 280 ? 7 : 8;
+            huffman_build(&lit, length, 288);
+            for (int i = 0; i < 30; i++) length[i] = 5;
+            huffman_build(&dist, length, 30); // codes 30 and 31 exist but are invalid: unassigned here
+        } else { // dynamic: code lengths, themselves Huffman-coded
+            unsigned hlit, hdist, hclen;
+            if (get_bits(&br, 5, &hlit) || get_bits(&br, 5, &hdist) || get_bits(&br, 4, &hclen)) goto ended;
+            nlit = (int)hlit + 257, ndist = (int)hdist + 1;
+            if (nlit > 286 || ndist > 30) {
+                *why = "corrupt PNG (zlib block with more length or distance codes than exist)";
+                return -1;
+            }
+            uint8_t cl[19] = {0};
+            for (unsigned i = 0; i < hclen + 4; i++) {
+                if (get_bits(&br, 3, &v)) goto ended;
+                cl[order[i]] = (uint8_t)v;
+            }
+            Huffman clh;
+            if (huffman_build(&clh, cl, 19)) { *why = "corrupt PNG (zlib code lengths)"; return -1; }
+            for (int i = 0; i < nlit + ndist;) {
+                int sym = huffman_decode(&br, &clh);
+                if (sym < 0) goto bad_code_or_end;
+                if (sym < 16) { length[i++] = (uint8_t)sym; continue; }
+                unsigned rep;
+                uint8_t fill = 0;
+                if (sym == 16) {
+                    if (i == 0) { *why = "corrupt PNG (zlib code lengths)"; return -1; }
+                    fill = length[i - 1];
+                    if (get_bits(&br, 2, &rep)) goto ended;
+                    rep += 3;
+                } else if (sym == 17) {
+                    if (get_bits(&br, 3, &rep)) goto ended;
+                    rep += 3;
+                } else {
+                    if (get_bits(&br, 7, &rep)) goto ended;
+                    rep += 11;
+                }
+                if ((int)rep > nlit + ndist - i) { *why = "corrupt PNG (zlib code lengths)"; return -1; }
+                while (rep--) length[i++] = fill;
+            }
+            if (huffman_build(&lit, length, nlit) || huffman_build(&dist, length + nlit, ndist)) {
+                *why = "corrupt PNG (zlib code lengths)";
+                return -1;
+            }
+        }
+        for (;;) { // the symbols of the block
+            int sym = huffman_decode(&br, &lit);
+            if (sym < 0) goto bad_code_or_end;
+            if (sym < 256) { out++; continue; }
+            if (sym == 256) break;
+            if (sym >= 286) { *why = "corrupt PNG (zlib stream with an invalid length code)"; return -1; }
+            unsigned len = len_base[sym - 257], extra = 0;
+            int nx = sym < 265 || sym == 285 ? 0 : (sym - 261) / 4;
+            if (nx && get_bits(&br, nx, &extra)) goto ended;
+            len += extra;
+            int dsym = huffman_decode(&br, &dist);
+            if (dsym == -2) goto ended;
+            if (dsym < 0) {
+                *why = "corrupt PNG (zlib stream with an invalid distance code: 30, 31 or unassigned)";
+                return -1;
+            }
+            unsigned d = dist_base[dsym];
+            nx = dsym < 4 ? 0 : dsym / 2 - 1;
+            extra = 0;
+            if (nx && get_bits(&br, nx, &extra)) goto ended;
+            d += extra;
+            if (d > out) { *why = "corrupt PNG (zlib distance before the start of the data)"; return -1; }
+            out += len;
+        }
+    } while (!final);
+    return 0;
+ended:
+    *why = "corrupt PNG (zlib stream ends before its final block)";
+    return -1;
+bad_code_or_end:
+    if (br.p == br.end && br.nbits == 0) goto ended;
+    *why = "corrupt PNG (zlib stream with an invalid Huffman code)";
+    return -1;
+}
+
+static uint32_t be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+// Walks the chunks as stb_image does (IDATs concatenated wherever they are, up to IEND) and checks
+// the image data: no empty IDAT before any data (stb would copy to a NULL pointer), and a valid
+// zlib stream (raw deflate after an Apple CgBI chunk, as stb reads it). A file that ends early or
+// whose chunks stb refuses anyway is left to stb's own message. Returns 0, or -1 with *why.
+static int png_check_stream(const uint8_t *buf, size_t n, const char **why) {
+    uint8_t *idat = NULL;
+    size_t idat_n = 0, p = 8;
+    int raw_deflate = 0, rc = 0;
+    while (p + 8 <= n) {
+        uint32_t len = be32(buf + p);
+        const uint8_t *type = buf + p + 4;
+        p += 8;
+        if (len > n - p) break; // truncated: stb says so
+        if (!memcmp(type, "CgBI", 4)) raw_deflate = 1;
+        if (!memcmp(type, "IDAT", 4)) {
+            if (len == 0 && idat_n == 0) {
+                *why = "corrupt PNG (an empty IDAT chunk before the image data)";
+                rc = -1;
+                break;
+            }
+            idat = xrealloc(idat, idat_n + len + 1);
+            memcpy(idat + idat_n, buf + p, len);
+            idat_n += len;
+        }
+        if (!memcmp(type, "IEND", 4)) {
+            if (idat_n >= 2 || (raw_deflate && idat_n))
+                rc = deflate_check(idat + (raw_deflate ? 0 : 2), idat_n - (raw_deflate ? 0 : 2), why);
+            break;
+        }
+        if (n - p - len < 4) break;
+        p += len + 4; // data and CRC
+    }
+    free(idat);
+    return rc;
 }
 
 // ----------------------------------------------------------------------------
@@ -201,6 +525,36 @@ const char *image_format_name(ImageFormat f) {
 // ----------------------------------------------------------------------------
 // decoding
 
+// stb_image's header read (load = 0: *w, *h only) or full decode to RGB (load = 1: returns the
+// pixels, malloc'd), with its allocations tracked: a failed stb assertion jumps back here, frees
+// what stb had allocated and reports the failure ("stb_image.h:LINE: EXPR") in *assertion.
+// Returns 1 on success, 0 when stb refuses the data (stbi_failure_reason), -1 on an assertion.
+static int stb_guarded(const uint8_t *buf, int n, int load, int *w, int *h, uint8_t **rgb,
+                       char *assertion, size_t alen) {
+    static _Thread_local StbCall call;
+    memset(&call, 0, sizeof call);
+    stb_call = &call;
+    int ok, comp;
+    *rgb = NULL;
+    if (setjmp(call.jump) == 0) {
+        if (load) {
+            *rgb = stbi_load_from_memory(buf, n, w, h, &comp, 3);
+            ok = *rgb != NULL;
+        } else {
+            ok = stbi_info_from_memory(buf, n, w, h, &comp) != 0;
+        }
+        live_remove(*rgb); // the caller owns the pixels
+    } else {
+        *rgb = NULL;
+        ok = -1;
+        snprintf(assertion, alen, "stb_image.h:%d: %s", call.line, call.assertion);
+    }
+    stb_call = NULL;
+    for (int i = 0; i < call.n; i++) free(call.live[i]); // what stb left behind
+    free(call.live);
+    return ok;
+}
+
 int image_decode(const uint8_t *buf, size_t n, const char *name, Image *img, char *err,
                  size_t errlen) {
     img->w = img->h = 0;
@@ -211,35 +565,35 @@ int image_decode(const uint8_t *buf, size_t n, const char *name, Image *img, cha
     Format fmt = identify(buf, n, &what);
     if (fmt == FMT_UNKNOWN) return set_err(err, errlen, "%s: %s", name, what);
     if (n > (size_t)INT_MAX) return set_err(err, errlen, "%s: file too large (%zu bytes)", name, n);
-    if (fmt == FMT_JPEG && (jpeg_check_complete(buf, n, &what) || jpeg_check_huffman(buf, n, &what)))
+    if ((fmt == FMT_JPEG && (jpeg_check_complete(buf, n, &what) || jpeg_check_tables(buf, n, &what))) ||
+        (fmt == FMT_PNG && png_check_stream(buf, n, &what)))
         return set_err(err, errlen, "%s: %s", name, what);
 
     // Header first: refuse huge images before stb allocates anything for them.
-    int w, h, comp;
-    if (!stbi_info_from_memory(buf, (int)n, &w, &h, &comp))
-        return set_err(err, errlen, "%s: corrupt %s header (%s)", name,
-                       fmt == FMT_JPEG ? "JPEG" : fmt == FMT_PNG ? "PNG" : "GIF",
-                       stbi_failure_reason());
+    const char *fname = fmt == FMT_JPEG ? "JPEG" : fmt == FMT_PNG ? "PNG" : "GIF";
+    int w, h, dw, dh, ok;
+    uint8_t *rgb;
+    char assertion[256];
+    if ((ok = stb_guarded(buf, (int)n, 0, &w, &h, &rgb, assertion, sizeof assertion)) <= 0)
+        return set_err(err, errlen, "%s: corrupt %s header (%s)", name, fname,
+                       ok < 0 ? assertion : stbi_failure_reason());
     if (w <= 0 || h <= 0 || (uint64_t)w * (uint64_t)h > IMAGE_MAX_PIXELS)
         return set_err(err, errlen, "%s: image of %d x %d pixels is larger than the %u-pixel cap",
                        name, w, h, IMAGE_MAX_PIXELS);
 
-    int dw, dh, dc;
-    uint8_t *rgb = stbi_load_from_memory(buf, (int)n, &dw, &dh, &dc, 3);
-    if (!rgb) {
-        const char *r = stbi_failure_reason();
-        return set_err(err, errlen, "%s: cannot decode %s (%s)", name,
-                       fmt == FMT_JPEG ? "JPEG" : fmt == FMT_PNG ? "PNG" : "GIF",
+    if ((ok = stb_guarded(buf, (int)n, 1, &dw, &dh, &rgb, assertion, sizeof assertion)) <= 0) {
+        const char *r = ok < 0 ? assertion : stbi_failure_reason();
+        return set_err(err, errlen, "%s: cannot decode %s (%s)", name, fname,
                        r ? r : "unknown reason");
     }
     if (dw != w || dh != h) {
-        stbi_image_free(rgb);
+        free(rgb);
         return set_err(err, errlen, "%s: decoded size %dx%d differs from header %dx%d", name, dw,
                        dh, w, h);
     }
     img->w = w;
     img->h = h;
-    img->rgb = rgb; // stb allocates with malloc: image_free's free() releases it
+    img->rgb = rgb; // stb allocates with malloc (stb_malloc): image_free's free() releases it
     return 0;
 }
 
