@@ -9,7 +9,8 @@
 //     images (any outcome but a crash or a bad result is fine);
 //   - streams stb_image 2.27 mishandles (found by fuzzing, tests/fuzz/) are refused, each forged
 //     here: (a) a JPEG scan using a Huffman table no DHT defined, (b) a PNG zlib stream using the
-//     invalid distance codes 30/31, (c) an empty IDAT before the image data;
+//     invalid distance codes 30/31, (c) an empty IDAT before the image data, (d) a JPEG component
+//     using a quantization table no DQT defined, (e) a JPEG component no scan decodes;
 //   - image_write_png round-trips and writes atomically (no temporary left behind; a failed write
 //     leaves the old file).
 //   - with --shared DIR: the real set's MATLAB files are refused, Abyssinian_5.jpg (PNG with
@@ -286,6 +287,22 @@ static void test_undefined_huffman_table(void) {
         bad[sos + 6] = cases[k].sel; // table selectors of the scan's first component
         expect_error(bad, n, cases[k].name, "Huffman table that no DHT segment defines");
     }
+    // (d) a frame component selecting quantization table 2, which no DQT segment defines
+    size_t sof = 0;
+    for (size_t i = 2; i + 1 < n && !sof; i++)
+        if (jpg[i] == 0xFF && jpg[i + 1] == 0xC0) sof = i;
+    CHECK(sof > 0 && jpg[sof + 9] == 3, "stb-written JPEG: no 3-component SOF0");
+    if (sof) {
+        memcpy(bad, jpg, n);
+        bad[sof + 12] = 2; // Tq of the first component (id, HV, Tq at sof + 10..12)
+        expect_error(bad, n, "undefined-quant.jpg", "quantization table that no DQT segment defines");
+    }
+    // (e) a component that no scan decodes: the scan lists only the first two of three
+    memcpy(bad, jpg, sos + 4);
+    bad[sos + 3] = 10, bad[sos + 4] = 2; // length 6 + 2 x 2, Ns = 2
+    memcpy(bad + sos + 5, jpg + sos + 5, 4);                          // components 1 and 2
+    memcpy(bad + sos + 9, jpg + sos + 11, n - (sos + 11));            // Ss, Se, Ah/Al, the data
+    expect_error(bad, n - 2, "uncovered-component.jpg", "a component that no scan decodes");
     // the file as written, selecting defined tables, decodes (the check is no blanket refusal)
     Image img;
     char err[512] = "";

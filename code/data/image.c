@@ -186,64 +186,119 @@ static int jpeg_check_complete(const uint8_t *buf, size_t n, const char **why) {
     return -1;
 }
 
-// The Huffman tables of a JPEG, checked before stb_image 2.27 (Debian 12's libstb-dev) uses them:
-//   - every table (DHT segment, before the first scan or between the scans of a progressive
-//     JPEG) may define at most 256 codes: stb does not check this and writes past its 256-entry
-//     tables on a hostile file (fixed upstream in 2.28);
-//   - every table a scan (SOS) uses must have been defined by a DHT segment before it: stb
-//     would decode with tables it never initialised. A sequential scan uses the DC and AC tables
-//     its components select; a progressive one the DC tables when it is a first DC scan (Ss = 0,
-//     Ah = 0), the AC tables when it is an AC scan (Ss > 0), none for a DC refinement.
-// Walks every marker of the file as stb does: inside scan data, FF 00 (a stuffed byte) and the
-// restart markers are skipped. Returns 0, or -1 with the reason in *why.
+// The tables and scans of a JPEG, checked before stb_image 2.27 (Debian 12's libstb-dev) uses
+// them, since it trusts them:
+//   - every Huffman table (DHT segment) may define at most 256 codes: stb writes past its
+//     256-entry tables on a hostile file (fixed upstream in 2.28);
+//   - every Huffman table a scan (SOS) uses must have been defined by a DHT segment before it.
+//     A sequential scan uses the DC and AC tables its components select; a progressive one the DC
+//     tables when it is a first DC scan (Ss = 0, Ah = 0), the AC tables when it is an AC scan
+//     (Ss > 0), none for a DC refinement;
+//   - every quantization table a frame component selects must have been defined by a DQT
+//     segment: before each scan of the component (sequential), or by the end (progressive, where
+//     stb dequantises after the last scan);
+//   - every frame component must be covered by a scan (sequential) or by a first DC scan
+//     (progressive): stb leaves the pixels or coefficients of an uncovered one unwritten.
+// Otherwise stb decodes with memory it never initialised (an assertion, an out-of-bounds read or
+// garbage pixels). Walks every marker of the file as stb does: inside scan data, FF 00 (a stuffed
+// byte) and the restart markers are skipped. Returns 0, or -1 with the reason in *why.
+typedef struct {
+    unsigned huff[2];    // bit t of huff[c]: Huffman table t of class c (0 DC, 1 AC) defined
+    unsigned quant;      // bit t: quantization table t defined
+    int progressive;     // from the first frame header (SOF2 = progressive); -1 before it
+    int nf;              // frame components
+    uint8_t id[4], tq[4]; // their ids and quantization tables
+    uint8_t covered[4];  // 1 once a scan (a first DC scan when progressive) covered it
+} JpegTables;
+
+static const char *const JPEG_NO_QUANT =
+    "corrupt JPEG (a component uses a quantization table that no DQT segment defines)";
+
+// At the end of the file: every component covered, and (progressive) its quantization table there.
+static int jpeg_tables_end(const JpegTables *t, const char **why) {
+    for (int c = 0; c < t->nf; c++) {
+        if (!t->covered[c]) {
+            *why = "corrupt JPEG (a component that no scan decodes)";
+            return -1;
+        }
+        if (t->progressive == 1 && !(t->quant >> t->tq[c] & 1)) {
+            *why = JPEG_NO_QUANT;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+// A DHT segment's tables (class/id, 16 code counts, the symbols) in buf[q..end).
+static int jpeg_dht(JpegTables *t, const uint8_t *buf, size_t q, size_t end, const char **why) {
+    while (q < end) {
+        if (q + 17 > end) { *why = "corrupt JPEG (bad Huffman table)"; return -1; }
+        int tc = buf[q] >> 4, th = buf[q] & 15;
+        if (tc > 1 || th > 3) { *why = "corrupt JPEG (Huffman table of an unknown class or id)"; return -1; }
+        size_t codes = 0;
+        for (int i = 1; i <= 16; i++) codes += buf[q + i];
+        if (codes > 256) { *why = "corrupt JPEG (Huffman table with more than 256 codes)"; return -1; }
+        t->huff[tc] |= 1u << th;
+        q += 17 + codes;
+    }
+    return 0;
+}
+
+// An SOS segment in buf[p..end) (p at its length): length, Ns, Ns x (component id,
+// DC table << 4 | AC table), Ss, Se, Ah << 4 | Al.
+static int jpeg_sos(JpegTables *t, const uint8_t *buf, size_t p, size_t end, const char **why) {
+    size_t ns = p + 2 < end ? buf[p + 2] : 0;
+    if (p + 6 + 2 * ns > end || t->progressive < 0) return 0; // stb refuses these itself
+    int ss = buf[p + 3 + 2 * ns], ah = buf[p + 5 + 2 * ns] >> 4;
+    int first_dc = ss == 0 && ah == 0;
+    int need_dc = !t->progressive || first_dc, need_ac = !t->progressive || ss > 0;
+    for (size_t k = 0; k < ns; k++) {
+        int td = buf[p + 4 + 2 * k] >> 4, ta = buf[p + 4 + 2 * k] & 15;
+        if ((need_dc && (td > 3 || !(t->huff[0] >> td & 1))) ||
+            (need_ac && (ta > 3 || !(t->huff[1] >> ta & 1)))) {
+            *why = "corrupt JPEG (a scan uses a Huffman table that no DHT segment defines)";
+            return -1;
+        }
+        for (int c = 0; c < t->nf; c++) {
+            if (t->id[c] != buf[p + 3 + 2 * k]) continue;
+            if (!t->progressive && !(t->quant >> t->tq[c] & 1)) { *why = JPEG_NO_QUANT; return -1; }
+            if (!t->progressive || first_dc) t->covered[c] = 1;
+        }
+    }
+    return 0;
+}
+
 static int jpeg_check_tables(const uint8_t *buf, size_t n, const char **why) {
-    unsigned defined[2] = {0, 0}; // bit t of defined[c]: table t of class c (0 DC, 1 AC) exists
-    int progressive = -1;         // from the first frame header (SOF2 = progressive); -1 none yet
+    JpegTables t = {.progressive = -1};
     size_t p = 2;
     for (;;) {
         while (p < n && buf[p] != 0xFF) p++;
         while (p < n && buf[p] == 0xFF) p++;
-        if (p >= n) return 0; // truncation is jpeg_check_complete's business
+        if (p >= n) return jpeg_tables_end(&t, why); // truncation is jpeg_check_complete's business
         uint8_t m = buf[p++];
         if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;
-        if (m == 0xD9 || p + 2 > n) return 0;
+        if (m == 0xD9 || p + 2 > n) return jpeg_tables_end(&t, why);
         size_t len = ((size_t)buf[p] << 8) | buf[p + 1];
         if (len < 2) { *why = "corrupt JPEG (bad segment length)"; return -1; }
         size_t end = p + len < n ? p + len : n;
-        if (m == 0xC4) { // DHT: tables of (class/id, 16 code counts, the symbols)
-            for (size_t q = p + 2; q < end;) {
-                if (q + 17 > end) { *why = "corrupt JPEG (bad Huffman table)"; return -1; }
-                int tc = buf[q] >> 4, th = buf[q] & 15;
-                if (tc > 1 || th > 3) {
-                    *why = "corrupt JPEG (Huffman table of an unknown class or id)";
-                    return -1;
-                }
-                size_t codes = 0;
-                for (int i = 1; i <= 16; i++) codes += buf[q + i];
-                if (codes > 256) {
-                    *why = "corrupt JPEG (Huffman table with more than 256 codes)";
-                    return -1;
-                }
-                defined[tc] |= 1u << th;
-                q += 17 + codes;
-            }
+        if (m == 0xC4) {
+            if (jpeg_dht(&t, buf, p + 2, end, why)) return -1;
+        } else if (m == 0xDB) { // DQT: tables of (precision << 4 | id, 64 or 128 bytes)
+            for (size_t q = p + 2; q < end; q += (buf[q] >> 4) ? 129 : 65)
+                if ((buf[q] & 15) < 4) t.quant |= 1u << (buf[q] & 15);
         } else if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) {
-            if (progressive < 0) progressive = m == 0xC2;
-        } else if (m == 0xDA) { // SOS: length, Ns, Ns x (component, DC table << 4 | AC table),
-                                // Ss, Se, Ah << 4 | Al
-            size_t ns = p + 2 < end ? buf[p + 2] : 0;
-            if (p + 6 + 2 * ns > end) return 0; // a bad SOS length: stb refuses it
-            int ss = buf[p + 3 + 2 * ns], ah = buf[p + 5 + 2 * ns] >> 4;
-            int need_dc = progressive <= 0 || (ss == 0 && ah == 0);
-            int need_ac = progressive <= 0 || ss > 0;
-            for (size_t c = 0; c < ns; c++) {
-                int td = buf[p + 4 + 2 * c] >> 4, ta = buf[p + 4 + 2 * c] & 15;
-                if ((need_dc && (td > 3 || !(defined[0] >> td & 1))) ||
-                    (need_ac && (ta > 3 || !(defined[1] >> ta & 1)))) {
-                    *why = "corrupt JPEG (a scan uses a Huffman table that no DHT segment defines)";
-                    return -1;
+            if (t.progressive < 0) { // SOF: length, precision, height, width, Nf, Nf x (id, HV, Tq)
+                t.progressive = m == 0xC2;
+                int nf = p + 7 < end ? buf[p + 7] : 0;
+                if (nf > 4 || p + 8 + 3 * (size_t)nf > end) return 0; // stb refuses these itself
+                t.nf = nf;
+                for (int c = 0; c < nf && c < 4; c++) {
+                    t.id[c] = buf[p + 8 + 3 * c];
+                    t.tq[c] = buf[p + 10 + 3 * c] & 3; // stb refuses Tq > 3
                 }
             }
+        } else if (m == 0xDA) {
+            if (jpeg_sos(&t, buf, p, end, why)) return -1;
         }
         p += len;
     }
