@@ -37,7 +37,7 @@
 #include "core/common.h"
 
 // ----------------------------------------------------------------------------
-// stb_image / stb_image_write implementations (this translation unit only)
+// stb_image's implementation (this translation unit only; stb_image_write's is in stb_write.c)
 
 #define STBI_ONLY_JPEG
 #define STBI_ONLY_PNG
@@ -51,9 +51,6 @@
 #define STBI_REALLOC(p, n) stb_realloc(p, n)
 #define STBI_FREE(p) stb_free(p)
 #define STB_IMAGE_IMPLEMENTATION
-#define STBIW_ASSERT(x) ((void)0)
-#define STBI_WRITE_NO_STDIO
-#define STB_IMAGE_WRITE_IMPLEMENTATION
 // ----------------------------------------------------------------------------
 // stb's allocations and assertions, guarded per decode call (see stb_guarded below)
 
@@ -128,7 +125,7 @@ __attribute__((noreturn)) static void stb_assert_failed(const char *expr, int li
 #pragma GCC diagnostic ignored "-Wtype-limits"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <stb_image.h>
-#include <stb_image_write.h>
+#include <stb_image_write.h> // declarations only
 #pragma GCC diagnostic pop
 
 // Largest file accepted by image_load (a 64-Mpixel JPEG is far smaller than this).
