@@ -82,6 +82,7 @@ typedef struct {
     uint8_t *val_seen;          // (val.n) 1 where val_logits holds a prediction
     double t_start, setup_seconds, feature_seconds;
     const char *cache_status;   // "hit", "built" or "none"
+    char *cache_default;        // a.cache when exp_setup made it (<results>/cache); exp_close frees it
 } Experiment;
 
 // Opens the splits (with --limit), the device and the starting model; prints what it uses.
