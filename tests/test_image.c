@@ -407,6 +407,10 @@ static void test_png_streams(void) {
     forge_zlib(&z, 0);
     forge_png(&png, &z, 1);
     expect_error(png.b, png.n, "empty-idat.png", "empty IDAT");
+    // (f) an IDAT claiming 1 GiB in a small file (stb would allocate it first; fuzz_image_msan)
+    forge_png(&png, &z, 0);
+    png.b[33] = 0x3F, png.b[34] = 0xFF, png.b[35] = 0xFF, png.b[36] = 0xF0; // 8 + 25 (IHDR chunk)
+    expect_error(png.b, png.n, "huge-idat.png", "IDAT chunk runs past the end");
 }
 
 static void test_write_png(const char *tmp) {

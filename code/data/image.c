@@ -493,7 +493,13 @@ static int png_check_stream(const uint8_t *buf, size_t n, const char **why) {
         uint32_t len = be32(buf + p);
         const uint8_t *type = buf + p + 4;
         p += 8;
-        if (len > n - p) break; // truncated: stb says so
+        if (len > n - p) { // stb would first allocate what the length claims (up to 1 GiB)
+            if (!memcmp(type, "IDAT", 4)) {
+                *why = "truncated PNG (an IDAT chunk runs past the end of the file)";
+                rc = -1;
+            }
+            break;
+        }
         if (!memcmp(type, "CgBI", 4)) raw_deflate = 1;
         if (!memcmp(type, "IDAT", 4)) {
             if (len == 0 && idat_n == 0) {
