@@ -10,7 +10,7 @@ DEB_PACKAGES = gcc make cmake pkg-config libstb-dev gnuplot-nox pandoc poppler-u
   texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended \
   lmodern fonts-dejavu-core libdnnl-dev curl ca-certificates
 
-.PHONY: all deps build test report bench data clean
+.PHONY: all deps build test report bench data clean fuzz fuzz-deps sanitize
 
 all: build
 
@@ -52,5 +52,29 @@ bench: build
 data: deps
 	$(MAKE) -f data/Makefile
 
+# Coverage-guided fuzzing of every parser of outside input (tests/fuzz/): builds the libFuzzer
+# targets with clang in build-fuzz/ and runs each for FUZZ_SECONDS; fails on a crash, leak or
+# timeout (the input is kept under build-fuzz/crashes/). Needs clang and its runtimes.
+FUZZ_SECONDS ?= 60
+FUZZ_PACKAGES = clang libclang-rt-dev
+fuzz: deps
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(FUZZ_PACKAGES)"
+	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh
+
+# The whole tree with AddressSanitizer + UndefinedBehaviorSanitizer (any report is fatal) in
+# build-sanitize/, then the CTest suite there; PETS_TEST_QUICK=1 shortens the long parity tests.
+# Not the `report` test: pandoc and LaTeX around the same programs, past its 300 s limit there
+# (its C programs and docgen run under the sanitizers in the chapters, experiments and docgen tests).
+SANITIZE_FLAGS = -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+sanitize: deps
+	cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=Sanitize -DPETS_CUDA=OFF \
+	  -DCMAKE_C_FLAGS="$(SANITIZE_FLAGS)" -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined"
+	cmake --build build-sanitize -j $(JOBS)
+	cd build-sanitize && PETS_TEST_QUICK=1 \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=0 \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitize/lsan.supp:print_suppressions=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --output-on-failure -j $(JOBS) -E '^report$$'
+
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) build-fuzz build-sanitize

@@ -90,7 +90,7 @@ int main(int argc, char **argv) {
     }
     if (a.epochs == 0) {
         printf("--epochs 0: the caches are ready; nothing to train\n");
-        return 0;
+        goto done;
     }
 
     // region: optimizer
@@ -143,7 +143,7 @@ int main(int argc, char **argv) {
         validate(&x, val, &val_loss, &correct);
     }
     exp_finish(&x);
-
+done:
     source_free(train);
     source_free(val);
     for (int s = 0; s < 2; s++) {

@@ -82,7 +82,7 @@ int main(int argc, char **argv) {
     // endregion
     if (a.epochs == 0) {
         printf("--epochs 0: the caches are ready; nothing to train\n");
-        return 0;
+        goto done;
     }
 
     Adam optimizer;               // torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -141,7 +141,7 @@ int main(int argc, char **argv) {
         validate(&x, val, &val_loss, &correct);
     }
     exp_finish(&x);
-
+done:
     source_free(train);
     source_free(val);
     for (int s = 0; s < 2; s++) cache_close(&crops[s]);

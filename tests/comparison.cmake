@@ -3,3 +3,8 @@
 add_test(NAME comparison
          COMMAND sh ${CMAKE_SOURCE_DIR}/tests/test_comparison.sh ${CMAKE_BINARY_DIR}
                  ${CMAKE_SOURCE_DIR} ${CMAKE_CURRENT_BINARY_DIR}/comparison.tmp)
+
+# The run-file readers of chapter 6 on good files and on what the fuzzer found (tests/fuzz/).
+add_executable(test-runfiles tests/test_runfiles.c)
+target_link_libraries(test-runfiles PRIVATE petresults)
+add_test(NAME runfiles COMMAND test-runfiles ${CMAKE_CURRENT_BINARY_DIR}/test-runfiles.tmp)

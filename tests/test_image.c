@@ -7,6 +7,10 @@
 //     bytes, BMP, JPEGs truncated anywhere (one written here with stb_image_write, one from PIL),
 //     a truncated PNG, an oversized header, a missing file; plus a few thousand randomly corrupted
 //     images (any outcome but a crash or a bad result is fine);
+//   - streams stb_image 2.27 mishandles (found by fuzzing, tests/fuzz/) are refused, each forged
+//     here: (a) a JPEG scan using a Huffman table no DHT defined, (b) a PNG zlib stream using the
+//     invalid distance codes 30/31, (c) an empty IDAT before the image data, (d) a JPEG component
+//     using a quantization table no DQT defined, (e) a JPEG component no scan decodes;
 //   - image_write_png round-trips and writes atomically (no temporary left behind; a failed write
 //     leaves the old file).
 //   - with --shared DIR: the real set's MATLAB files are refused, Abyssinian_5.jpg (PNG with
@@ -261,6 +265,154 @@ static void test_bad_input(const char *fixtures, const char *tmp) {
 // ----------------------------------------------------------------------------
 // PNG writing
 
+// ----------------------------------------------------------------------------
+// streams stb_image 2.27 mishandles, forged here (each class found by tests/fuzz/fuzz_image)
+
+// (a) A JPEG scan selecting a Huffman table that no DHT segment defined: stb_image_write's JPEG
+// defines DC/AC tables 0 and 1; its scan is made to select DC table 2, then AC table 3.
+static void test_undefined_huffman_table(void) {
+    size_t n;
+    uint8_t *jpg = synthetic_jpeg(&n, 16, 16);
+    size_t sos = 0;
+    for (size_t i = 2; i + 1 < n && !sos; i++)
+        if (jpg[i] == 0xFF && jpg[i + 1] == 0xDA) sos = i;
+    CHECK(sos > 0 && jpg[sos + 4] == 3, "stb-written JPEG: no 3-component SOS");
+    if (!sos) return;
+    uint8_t *bad = xmalloc(n);
+    const struct { uint8_t sel; const char *name; } cases[] = {{0x20, "undefined-dc.jpg"},
+                                                               {0x03, "undefined-ac.jpg"},
+                                                               {0x12, "undefined-ac2.jpg"}};
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        memcpy(bad, jpg, n);
+        bad[sos + 6] = cases[k].sel; // table selectors of the scan's first component
+        expect_error(bad, n, cases[k].name, "Huffman table that no DHT segment defines");
+    }
+    // (d) a frame component selecting quantization table 2, which no DQT segment defines
+    size_t sof = 0;
+    for (size_t i = 2; i + 1 < n && !sof; i++)
+        if (jpg[i] == 0xFF && jpg[i + 1] == 0xC0) sof = i;
+    CHECK(sof > 0 && jpg[sof + 9] == 3, "stb-written JPEG: no 3-component SOF0");
+    if (sof) {
+        memcpy(bad, jpg, n);
+        bad[sof + 12] = 2; // Tq of the first component (id, HV, Tq at sof + 10..12)
+        expect_error(bad, n, "undefined-quant.jpg", "quantization table that no DQT segment defines");
+    }
+    // (e) a component that no scan decodes: the scan lists only the first two of three
+    memcpy(bad, jpg, sos + 4);
+    bad[sos + 3] = 10, bad[sos + 4] = 2; // length 6 + 2 x 2, Ns = 2
+    memcpy(bad + sos + 5, jpg + sos + 5, 4);                          // components 1 and 2
+    memcpy(bad + sos + 9, jpg + sos + 11, n - (sos + 11));            // Ss, Se, Ah/Al, the data
+    expect_error(bad, n - 2, "uncovered-component.jpg", "a component that no scan decodes");
+    // the file as written, selecting defined tables, decodes (the check is no blanket refusal)
+    Image img;
+    char err[512] = "";
+    CHECK(image_decode(jpg, n, "defined-tables.jpg", &img, err, sizeof err) == 0,
+          "the stb-written JPEG refused: %s", err);
+    image_free(&img);
+    free(bad);
+    free(jpg);
+}
+
+// A byte buffer with a bit writer (deflate order: least significant bit first).
+typedef struct {
+    uint8_t b[256];
+    size_t n;
+    int bit;
+} Bits;
+
+static void put_bits(Bits *w, unsigned v, int count) {
+    for (int i = 0; i < count; i++) {
+        if (w->bit == 0) w->b[w->n++] = 0;
+        w->b[w->n - 1] |= (uint8_t)(((v >> i) & 1) << w->bit);
+        w->bit = (w->bit + 1) & 7;
+    }
+}
+
+// A Huffman code is sent most significant bit first.
+static void put_code(Bits *w, unsigned code, int len) {
+    for (int i = len - 1; i >= 0; i--) put_bits(w, (code >> i) & 1, 1);
+}
+
+static void put_be32(Bits *w, uint32_t v) {
+    for (int i = 3; i >= 0; i--) w->b[w->n++] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t crc32_png(const uint8_t *p, size_t n) {
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+    }
+    return ~c;
+}
+
+static void put_chunk(Bits *png, const char *type, const uint8_t *data, size_t n) {
+    put_be32(png, (uint32_t)n);
+    size_t at = png->n;
+    memcpy(png->b + png->n, type, 4);
+    png->n += 4;
+    if (n) memcpy(png->b + png->n, data, n);
+    png->n += n;
+    put_be32(png, crc32_png(png->b + at, n + 4));
+}
+
+// A 2x1 8-bit grayscale PNG whose IDAT holds `zlib` (and, with empty_idat, an empty IDAT first).
+static void forge_png(Bits *png, const Bits *zlib, int empty_idat) {
+    memset(png, 0, sizeof *png);
+    memcpy(png->b, "\x89PNG\r\n\x1A\n", 8);
+    png->n = 8;
+    const uint8_t ihdr[13] = {0, 0, 0, 2, 0, 0, 0, 1, 8, 0, 0, 0, 0};
+    put_chunk(png, "IHDR", ihdr, 13);
+    if (empty_idat) put_chunk(png, "IDAT", NULL, 0);
+    put_chunk(png, "IDAT", zlib->b, zlib->n);
+    put_chunk(png, "IEND", NULL, 0);
+}
+
+// A zlib stream of one fixed-code block: literal 0 (the row's filter byte), literal 7, then a
+// match of length 3 at distance code `dcode` (0 = distance 1), then the end of the block.
+static void forge_zlib(Bits *z, int dcode) {
+    memset(z, 0, sizeof *z);
+    z->b[0] = 0x78, z->b[1] = 0x01, z->n = 2; // deflate, 32K window, no dictionary
+    put_bits(z, 1, 1);                        // final block
+    put_bits(z, 1, 2);                        // fixed codes
+    put_code(z, 0x30 + 0, 8);                 // literal 0: 8-bit codes 0x30.. for 0..143
+    put_code(z, 0x30 + 7, 8);                 // literal 7
+    put_code(z, 257 - 256, 7);                // length 3: 7-bit codes 0.. for 256..279
+    put_code(z, (unsigned)dcode, 5);          // distance code, 5 bits
+    put_code(z, 0, 7);                        // end of block (256)
+    z->bit = 0;
+    put_be32(z, 0); // Adler-32 (neither stb nor we check it)
+}
+
+// (b) distance codes 30 and 31 (stb: distance 0, copying bytes never written) and (c) an empty
+// IDAT before the data (stb: a copy to a NULL pointer). The same stream with distance code 0
+// decodes, and so does the valid stream after the empty IDAT when that IDAT is left out.
+static void test_png_streams(void) {
+    Bits z, png;
+    Image img;
+    char err[512] = "";
+    forge_zlib(&z, 0);
+    forge_png(&png, &z, 0);
+    CHECK(image_decode(png.b, png.n, "distance-1.png", &img, err, sizeof err) == 0 &&
+              img.w == 2 && img.h == 1 && img.rgb[0] == 7 && img.rgb[3] == 7,
+          "forged PNG with a valid match refused or wrong: %s", err);
+    image_free(&img);
+    for (int dcode = 30; dcode <= 31; dcode++) {
+        forge_zlib(&z, dcode);
+        forge_png(&png, &z, 0);
+        char name[32];
+        snprintf(name, sizeof name, "distance-code-%d.png", dcode);
+        expect_error(png.b, png.n, name, "invalid distance code");
+    }
+    forge_zlib(&z, 0);
+    forge_png(&png, &z, 1);
+    expect_error(png.b, png.n, "empty-idat.png", "empty IDAT");
+    // (f) an IDAT claiming 1 GiB in a small file (stb would allocate it first; fuzz_image_msan)
+    forge_png(&png, &z, 0);
+    png.b[33] = 0x3F, png.b[34] = 0xFF, png.b[35] = 0xFF, png.b[36] = 0xF0; // 8 + 25 (IHDR chunk)
+    expect_error(png.b, png.n, "huge-idat.png", "IDAT chunk runs past the end");
+}
+
 static void test_write_png(const char *tmp) {
     char err[512];
     if (mkdir_p(tmp)) die("%s: cannot create", tmp);
@@ -372,6 +524,8 @@ int main(int argc, char **argv) {
         test_formats(argv[1]);
         test_probe();
         test_bad_input(argv[1], argv[2]);
+        test_undefined_huffman_table();
+        test_png_streams();
         test_write_png(argv[2]);
     }
     return check_exit("all image checks passed");

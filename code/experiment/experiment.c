@@ -272,7 +272,7 @@ void exp_setup(Experiment *x, const ExpArgs *a, const char *chapter, const char 
     x->name = xstrdup(name ? name : chapter);
     x->mode = mode;
     x->cache_status = "none";
-    if (!x->a.cache) x->a.cache = xasprintf("%s/cache", a->results);
+    if (!x->a.cache) x->a.cache = x->cache_default = xasprintf("%s/cache", a->results);
     char err[1024];
     PetSplit *sp[2] = {&x->train, &x->val};
     const char *splits[2] = {"trainval", "test"};
@@ -311,6 +311,7 @@ void exp_close(Experiment *x) {
     free(x->val_logits);
     free(x->val_seen);
     free(x->name);
+    free(x->cache_default);
 }
 
 // ----------------------------------------------------------------------------

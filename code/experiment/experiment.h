@@ -93,6 +93,7 @@ typedef struct {
     const char *cache_status;   // "hit", "built" or "none"
     int diverged_epoch;         // 1-based epoch at which training diverged (0 = it did not)
     char diverged_why[256];     // what showed it
+    char *cache_default;        // a.cache when exp_setup made it (<results>/cache); exp_close frees it
 } Experiment;
 
 // Opens the splits (with --limit), the device and the starting model; prints what it uses.

@@ -3,6 +3,7 @@
 #include "experiment/runfiles.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,6 +76,7 @@ int run_read_epochs(const char *path, RunEpoch **ep, int *n, char *err, size_t e
     }
     fclose(f);
     if (rc == 0 && *n == 0) rc = set_err(err, errlen, "%s: no epochs; rerun the chapter program", path);
+    if (rc) free(*ep), *ep = NULL, *n = 0; // nothing is returned with an error
     return rc;
 }
 // endregion
@@ -99,11 +101,11 @@ int run_read_predictions(const char *path, RunPred **pr, int *n, char names[K][R
         double v[6];
         int ok = nf == (with_names ? 8 : 6) && strlen(fld[1]) < sizeof(*pr)->name;
         for (int i = 0; ok && i < 6; i++) ok = i == 1 || parse_num(fld[i], &v[i]);
-        ok = ok && v[2] >= 0 && v[2] < K && v[3] >= 0 && v[3] < K && v[2] == (int)v[2] &&
+        ok = ok && v[0] >= 0 && v[0] <= INT_MAX && v[0] == (int)v[0] && v[2] >= 0 && v[2] < K && v[3] >= 0 && v[3] < K && v[2] == (int)v[2] &&
              v[3] == (int)v[3] && v[4] >= 0 && v[4] <= 1;
         if (!ok) {
             rc = set_err(err, errlen, "%s:%d: expected index,name,label,pred,prob_pred,prob_label%s "
-                         "(labels 0..%d, probabilities in [0, 1])", path, lineno,
+                         "(a whole index >= 0, labels 0..%d, probabilities in [0, 1])", path, lineno,
                          with_names ? ",label_name,pred_name" : "", K - 1);
             break;
         }
@@ -122,5 +124,6 @@ int run_read_predictions(const char *path, RunPred **pr, int *n, char names[K][R
     }
     fclose(f);
     if (rc == 0 && *n == 0) rc = set_err(err, errlen, "%s: no predictions; rerun the chapter program", path);
+    if (rc) free(*pr), *pr = NULL, *n = 0;
     return rc;
 }
