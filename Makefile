@@ -4,9 +4,11 @@ BUILD     ?= build
 PETS_ROOT ?= data/oxford-iiit-pet
 JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
 
-# Debian 12 packages: compiler and build, image decoding (stb), plots, the PDF report, the CPU
-# compute library.
-DEB_PACKAGES = gcc make cmake pkg-config libstb-dev gnuplot-nox pandoc poppler-utils \
+# Debian packages, the same names on Debian 12 (bookworm) and 13 (trixie), enough for a minimal
+# image (`debootstrap --variant=minbase`, installed with --no-install-recommends): compiler, C
+# library headers and build tools, image decoding (stb), plots, the PDF report (also checked by
+# `make test`), the CPU compute library (oneDNN 2.x on Debian 12, 3.x on 13), downloads.
+DEB_PACKAGES = gcc libc6-dev make cmake pkg-config libstb-dev gnuplot-nox pandoc poppler-utils \
   texlive-latex-base texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended \
   lmodern fonts-dejavu-core libdnnl-dev curl ca-certificates
 
@@ -14,8 +16,18 @@ DEB_PACKAGES = gcc make cmake pkg-config libstb-dev gnuplot-nox pandoc poppler-u
 
 all: build
 
+# SKIP_DEPS=1: you installed the equivalents yourself (a system without dpkg and apt-get).
 deps:
-	@missing=""; for p in $(DEB_PACKAGES); do \
+	@if [ "$(SKIP_DEPS)" = 1 ]; then exit 0; fi; \
+	if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "make deps: no dpkg/apt-get here, so it cannot install what the build needs. Install"; \
+	  echo "the equivalents of these Debian packages yourself:"; \
+	  echo "  $(DEB_PACKAGES)"; \
+	  echo "(a C11 compiler with OpenMP, CMake, oneDNN 2.x or 3.x, stb_image.h, gnuplot, pandoc,"; \
+	  echo "LaTeX, poppler-utils, curl), then run make with SKIP_DEPS=1."; \
+	  exit 1; \
+	fi; \
+	missing=""; for p in $(DEB_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
