@@ -21,6 +21,7 @@
 
 #include "nn/backend.h"
 #include "core/common.h"
+#include "core/cpu.h"
 #include "nn/resnet34.h"
 #include "nn/train.h"
 
@@ -100,58 +101,67 @@ static Macs resnet34_macs(int size, int classes) {
 // ----------------------------------------------------------------------------
 // The FMA peak: independent chains of vector FMAs per thread (enough to fill both FMA pipes).
 
-// ISO C (-std=c11) does not contract a * b + c into an FMA, so the loop uses the intrinsics of the
-// widest FMA the compiler targets (-march=native): AVX-512 (16 lanes), else AVX2 FMA (8 lanes).
-#if defined(__AVX512F__)
-#include <immintrin.h>
-typedef __m512 vec;
-#define VLANES 16
-#define VSET(x) _mm512_set1_ps(x)
-#define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
-#define VSUM(v) _mm512_reduce_add_ps(v)
-#elif defined(__FMA__)
-#include <immintrin.h>
-typedef __m256 vec;
-#define VLANES 8
-#define VSET(x) _mm256_set1_ps(x)
-#define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
-static float VSUM(__m256 v) {
-    float f[8];
-    _mm256_storeu_ps(f, v);
-    return f[0] + f[1] + f[2] + f[3] + f[4] + f[5] + f[6] + f[7];
-}
-#else
-typedef float vec; // no FMA unit known at compile time: the peak of scalar code
-#define VLANES 1
-#define VSET(x) (x)
-#define VFMA(a, b, c) ((a) * (b) + (c))
-#define VSUM(v) (v)
-#endif
+// ISO C (-std=c11) does not contract a * b + c into an FMA, so the loop uses intrinsics: the
+// widest FMA this CPU has, chosen at run time (core/cpu.h): AVX-512 (16 lanes), else AVX2 FMA
+// (8 lanes), else scalar. Each variant is compiled with its own target attribute.
 #define PEAK_CHAINS 12       // independent chains: enough to cover FMA latency x pipes
 #define PEAK_ITERS 100000000L
 
-static void *peak_worker(void *arg) {
-    vec acc[PEAK_CHAINS], a = VSET(0.999f), b = VSET(1e-7f);
-    for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = VSET((float)c);
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+__attribute__((target("avx512f"))) static void *peak_worker_avx512(void *arg) {
+    __m512 acc[PEAK_CHAINS], a = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(1e-7f);
+    for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = _mm512_set1_ps((float)c);
     for (long it = 0; it < PEAK_ITERS; it++)
-        for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = VFMA(acc[c], a, b);
+        for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = _mm512_fmadd_ps(acc[c], a, b);
     float s = 0;
-    for (int c = 0; c < PEAK_CHAINS; c++) s += VSUM(acc[c]);
+    for (int c = 0; c < PEAK_CHAINS; c++) s += _mm512_reduce_add_ps(acc[c]);
+    *(float *)arg = s;
+    return NULL;
+}
+__attribute__((target("avx2,fma"))) static void *peak_worker_avx2(void *arg) {
+    __m256 acc[PEAK_CHAINS], a = _mm256_set1_ps(0.999f), b = _mm256_set1_ps(1e-7f);
+    for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = _mm256_set1_ps((float)c);
+    for (long it = 0; it < PEAK_ITERS; it++)
+        for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = _mm256_fmadd_ps(acc[c], a, b);
+    float f[8], s = 0;
+    for (int c = 0; c < PEAK_CHAINS; c++) {
+        _mm256_storeu_ps(f, acc[c]);
+        for (int l = 0; l < 8; l++) s += f[l];
+    }
+    *(float *)arg = s;
+    return NULL;
+}
+#endif
+static void *peak_worker_scalar(void *arg) { // no FMA unit: the peak of scalar code
+    float acc[PEAK_CHAINS], a = 0.999f, b = 1e-7f;
+    for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = (float)c;
+    for (long it = 0; it < PEAK_ITERS; it++)
+        for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = acc[c] * a + b;
+    float s = 0;
+    for (int c = 0; c < PEAK_CHAINS; c++) s += acc[c];
     *(float *)arg = s;
     return NULL;
 }
 
 static double fma_peak_gflops(int threads) {
+    void *(*worker)(void *) = peak_worker_scalar;
+    int lanes = 1;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    CpuSimd simd = cpu_simd();
+    if (simd >= CPU_SIMD_AVX512) worker = peak_worker_avx512, lanes = 16;
+    else if (simd >= CPU_SIMD_AVX2) worker = peak_worker_avx2, lanes = 8;
+#endif
     pthread_t *t = xmalloc(sizeof(pthread_t) * (size_t)threads);
     float *sink = xcalloc((size_t)threads, sizeof(float));
     double t0 = now_seconds();
     for (int i = 0; i < threads; i++)
-        if (pthread_create(&t[i], NULL, peak_worker, &sink[i])) die("pthread_create failed");
+        if (pthread_create(&t[i], NULL, worker, &sink[i])) die("pthread_create failed");
     for (int i = 0; i < threads; i++) pthread_join(t[i], NULL);
     double dt = now_seconds() - t0;
     free(t);
     free(sink);
-    return (double)threads * PEAK_ITERS * PEAK_CHAINS * VLANES * 2 / dt / 1e9;
+    return (double)threads * PEAK_ITERS * PEAK_CHAINS * lanes * 2 / dt / 1e9;
 }
 
 // ----------------------------------------------------------------------------
@@ -303,7 +313,7 @@ int main(int argc, char **argv) {
     }
     if (o.peak && !strcmp(o.device, "cpu")) {
         double peak = fma_peak_gflops(o.threads);
-        printf("cpu_fma_peak_gflop_per_s=%.1f\n", peak);
+        printf("cpu_fma_peak_gflop_per_s=%.1f\ncpu_simd=%s\n", peak, cpu_simd_name(cpu_simd()));
         if (eval_s > 0) printf("resnet34_eval_fraction_of_peak=%.3f\n", eval_s * fwd_flop / 1e9 / peak);
         if (train_s > 0)
             printf("resnet34_train_fraction_of_peak=%.3f\n", train_s * train_flop / 1e9 / peak);

@@ -32,6 +32,9 @@ int resize_bilinear(const Image *in, int out_w, int out_h, Image *out);
 // The plain scalar version of resize_bilinear (Pillow's algorithm step by step, no SIMD, no
 // cropping shortcut): the specification that the fast path is tested against.
 int resize_bilinear_ref(const Image *in, int out_w, int out_h, Image *out);
+// 1 when resize_bilinear runs its AVX-512 passes on this CPU (chosen at run time; PETS_SIMD=scalar
+// or cpu_simd_override(CPU_SIMD_SCALAR) rules them out), 0 when it runs the scalar ones.
+int resize_uses_avx512(void);
 // The size torchvision's resize(img, size) gives a w x h image: shorter side `size`, longer side
 // int(size * long / short).
 void resized_size(int w, int h, int size, int *out_w, int *out_h);
