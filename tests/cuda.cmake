@@ -12,3 +12,13 @@ if(TARGET nn)
     endforeach()
   endforeach()
 endif()
+# What the GPU backend does differently (fp16 fc, one synchronisation for GradScaler's check, the
+# activation pool by batch capacity), on the CPU stand-in that models it (nn/backend_standin.h):
+# runs everywhere.
+if(TARGET nn)
+  add_executable(test-gpu-standin tests/test_gpu_standin.c)
+  target_include_directories(test-gpu-standin PRIVATE tests)
+  target_link_libraries(test-gpu-standin PRIVATE nn common m)
+  add_test(NAME gpu-standin COMMAND test-gpu-standin)
+  set_tests_properties(gpu-standin PROPERTIES ENVIRONMENT OMP_WAIT_POLICY=PASSIVE)
+endif()
