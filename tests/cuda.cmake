@@ -22,3 +22,14 @@ if(TARGET nn)
   add_test(NAME gpu-standin COMMAND test-gpu-standin)
   set_tests_properties(gpu-standin PROPERTIES ENVIRONMENT OMP_WAIT_POLICY=PASSIVE)
 endif()
+# The GPU self-check before --device auto / cuda trusts a GPU (nn/selfcheck.h), with planted faults
+# in the stand-in: the library call, then the programs' behaviour.
+if(TARGET nn)
+  add_executable(test-self-check tests/test_self_check.c)
+  target_include_directories(test-self-check PRIVATE tests)
+  target_link_libraries(test-self-check PRIVATE nn common m)
+  add_test(NAME self-check COMMAND test-self-check)
+  add_test(NAME self-check-programs COMMAND sh ${CMAKE_SOURCE_DIR}/tests/test_self_check.sh
+           ${CMAKE_BINARY_DIR} ${CMAKE_CURRENT_BINARY_DIR}/self-check.tmp)
+  set_tests_properties(self-check self-check-programs PROPERTIES ENVIRONMENT OMP_WAIT_POLICY=PASSIVE)
+endif()

@@ -23,12 +23,14 @@
 #include "core/common.h"
 #include "core/cpu.h"
 #include "nn/resnet34.h"
+#include "nn/selfcheck.h"
 #include "nn/train.h"
 
 typedef struct {
     int batch, iters, warmup, threads, size, classes;
     const char *device, *precision, *only;
     int peak; // measure the FMA peak
+    int no_self_check; // time the GPU without the self-check
 } Options;
 
 static void usage(FILE *f) {
@@ -45,6 +47,7 @@ static void usage(FILE *f) {
         "  --only eval|train  run one measurement only\n"
         "  --device cpu|cuda|auto  (default cpu)   --precision fp32|fp16 (default fp32)\n"
         "  --no-peak        skip the FMA peak measurement\n"
+        "  --no-self-check  time the GPU without first checking its logits against the CPU\n"
         "  --help\n");
 }
 
@@ -217,6 +220,32 @@ static double run_phase(const Options *o, int train, double *rss_mib) {
     return (double)o->batch * o->iters / dt;
 }
 
+// The GPU self-check (nn/selfcheck.h) on the benchmark's network, in a child of its own so that
+// the CPU copy it makes counts in no measurement's peak RSS. Returns 0 when the device may be
+// timed, 1 when --device auto fell back to the CPU; --device cuda stops on a failure.
+static int self_check(const Options *o) {
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) die("fork: %s", strerror(errno));
+    if (pid == 0) {
+        char err[512];
+        Precision prec = strcmp(o->precision, "fp16") ? PREC_FP32 : PREC_FP16;
+        Backend *be = backend_open(o->device, prec, 1, err, sizeof err);
+        if (!be) die("%s", err);
+        ResNet34 *m = resnet34_create(be, o->classes);
+        resnet34_init_random(m, 1);
+        if (!resnet34_trust_gpu(m, o->device, 0)) _exit(10);
+        resnet34_free(m);
+        backend_close(be);
+        _exit(0);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 10) return 1;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) exit(1); // the child said why
+    return 0;
+}
+
 // Runs a measurement in a child (a fresh process: its own peak RSS, no thread pool shared with
 // the parent) and reads its images/s back through a pipe.
 static int measure(const Options *o, int train, double *img_s, double *rss) {
@@ -263,6 +292,10 @@ int main(int argc, char **argv) {
             o.peak = 0;
             continue;
         }
+        if (!strcmp(a, "--no-self-check")) {
+            o.no_self_check = 1;
+            continue;
+        }
         if (i + 1 >= argc) die("%s: unknown option or missing value (see --help)", a);
         const char *v = argv[++i];
         if (!strcmp(a, "--batch")) o.batch = parse_int(a, v, 1, 4096);
@@ -283,6 +316,11 @@ int main(int argc, char **argv) {
     snprintf(nthreads, sizeof nthreads, "%d", o.threads);
     setenv("PETS_THREADS", nthreads, 1);
     setenv("OMP_NUM_THREADS", nthreads, 1);
+
+    if (strcmp(o.device, "cpu") && !o.no_self_check && self_check(&o)) {
+        o.device = "cpu"; // --device auto, and the GPU failed its self-check (said why above)
+        o.precision = "fp32";
+    }
 
     Macs macs = resnet34_macs(o.size, o.classes);
     double fwd_flop = 2 * macs.fwd;

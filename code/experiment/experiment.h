@@ -44,6 +44,7 @@ typedef struct {
     const char *precision; // fp16 | fp32 | NULL (fp16 on cuda, fp32 on cpu)
     int keep_fc;           // keep the checkpoint's fc instead of a new nn.Linear(512, 37)
     int resume;            // continue from <results>/<name>.ckpt
+    int no_self_check;     // trust the GPU without the self-check (nn/selfcheck.h)
     int bn_train;          // 04 only: the tutorial's model.train() behaviour
     int limit;             // use only this many evenly spaced images of each split (0 = all)
 } ExpArgs;

@@ -145,19 +145,15 @@ static void sd_linear_backward(Backend *be, const Tensor *x, const Tensor *w, co
     tmp_free(be, xh), tmp_free(be, wh), tmp_free(be, dyh);
 }
 
-// The planted wrong kernel: a ReLU that lets 1% of negative inputs through.
+// The planted wrong kernel: a ReLU that lets a quarter of each negative input through.
 static void sd_relu_forward(Backend *be, const Tensor *x, Tensor *y) {
-    st(be)->cpu.relu_forward(be, x, y);
-    if (!st(be)->fault_relu) return;
-    const float *xp = (const float *)x->data;
-    float *yp = (float *)y->data;
-    if (x == y) { // in place: the negatives are gone; leak a constant instead
-        for (size_t i = 0; i < y->numel; i++)
-            if (yp[i] == 0.f) yp[i] = -0.01f;
+    if (!st(be)->fault_relu) {
+        st(be)->cpu.relu_forward(be, x, y);
         return;
     }
-    for (size_t i = 0; i < y->numel; i++)
-        if (xp[i] < 0.f) yp[i] = 0.01f * xp[i];
+    const float *xp = (const float *)x->data;
+    float *yp = (float *)y->data;
+    for (size_t i = 0; i < y->numel; i++) yp[i] = xp[i] < 0.f ? 0.25f * xp[i] : xp[i];
 }
 
 // ----------------------------------------------------------------------------

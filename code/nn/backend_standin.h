@@ -8,8 +8,8 @@
 // - it counts what costs on a GPU: host synchronisations (every read back to the host:
 //   tensor_download, tensor_nonfinite, tensors_nonfinite, the loss, synchronize) and tensor
 //   allocations (BackendStandinStats);
-// - PETS_STANDIN_FAULT plants a fault, for the self-check's tests: "relu" (ReLU leaks 1% of its
-//   negative inputs: a wrong kernel), "error" (the first convolution fails like a CUDA error).
+// - PETS_STANDIN_FAULT plants a fault, for the self-check's tests: "relu" (ReLU lets a quarter of
+//   each negative input through: a wrong kernel), "error" (the first convolution fails like a CUDA error).
 #ifndef BACKEND_STANDIN_H
 #define BACKEND_STANDIN_H
 

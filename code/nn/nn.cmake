@@ -12,7 +12,7 @@ if(NOT DNNL_INCLUDE_DIR OR NOT DNNL_LIBRARY)
 endif()
 
 add_library(nn STATIC code/nn/backend.c code/nn/backend_cpu.c code/nn/backend_cpu_fast.c
-                      code/nn/backend_standin.c
+                      code/nn/backend_standin.c code/nn/selfcheck.c
                       code/nn/cpu_conv_dnnl.c code/nn/resnet34.c code/nn/train.c)
 target_include_directories(nn SYSTEM PRIVATE ${DNNL_INCLUDE_DIR})
 target_link_libraries(nn PUBLIC pth common m OpenMP::OpenMP_C ${DNNL_LIBRARY})
