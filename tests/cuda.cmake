@@ -33,3 +33,12 @@ if(TARGET nn)
            ${CMAKE_BINARY_DIR} ${CMAKE_CURRENT_BINARY_DIR}/self-check.tmp)
   set_tests_properties(self-check self-check-programs PROPERTIES ENVIRONMENT OMP_WAIT_POLICY=PASSIVE)
 endif()
+# The layer-by-layer GPU test run against the stand-in: the stand-in's fp16 model of the GPU stays
+# within the tolerances the device is held to (and the test itself runs somewhere on every build).
+if(TARGET nn)
+  foreach(prec fp32 fp16)
+    add_test(NAME cuda-backend-standin-${prec} COMMAND test-cuda-backend ${prec})
+    set_tests_properties(cuda-backend-standin-${prec} PROPERTIES
+                         ENVIRONMENT "PETS_CUDA_STANDIN=1;OMP_WAIT_POLICY=PASSIVE")
+  endforeach()
+endif()
