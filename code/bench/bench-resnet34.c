@@ -176,13 +176,20 @@ static double peak_rss_mib(void) {
     return ru.ru_maxrss / 1024.0; // Linux reports KiB
 }
 
-static double run_phase(const Options *o, int train, double *rss_mib) {
+// The benchmark's network: random weights (seed 1) on the device the options name.
+static ResNet34 *open_model(const Options *o, Backend **be) {
     char err[512];
     Precision prec = strcmp(o->precision, "fp16") ? PREC_FP32 : PREC_FP16;
-    Backend *be = backend_open(o->device, prec, 1, err, sizeof err);
-    if (!be) die("%s", err);
-    ResNet34 *m = resnet34_create(be, o->classes);
+    *be = backend_open(o->device, prec, 1, err, sizeof err);
+    if (!*be) die("%s", err);
+    ResNet34 *m = resnet34_create(*be, o->classes);
     resnet34_init_random(m, 1);
+    return m;
+}
+
+static double run_phase(const Options *o, int train, double *rss_mib) {
+    Backend *be;
+    ResNet34 *m = open_model(o, &be);
     size_t per = (size_t)3 * o->size * o->size;
     float *x = xmalloc(sizeof(float) * per * o->batch);
     float *logits = xmalloc(sizeof(float) * (size_t)o->classes * o->batch);
@@ -228,12 +235,8 @@ static int self_check(const Options *o) {
     pid_t pid = fork();
     if (pid < 0) die("fork: %s", strerror(errno));
     if (pid == 0) {
-        char err[512];
-        Precision prec = strcmp(o->precision, "fp16") ? PREC_FP32 : PREC_FP16;
-        Backend *be = backend_open(o->device, prec, 1, err, sizeof err);
-        if (!be) die("%s", err);
-        ResNet34 *m = resnet34_create(be, o->classes);
-        resnet34_init_random(m, 1);
+        Backend *be;
+        ResNet34 *m = open_model(o, &be);
         if (!resnet34_trust_gpu(m, o->device, 0)) _exit(10);
         resnet34_free(m);
         backend_close(be);

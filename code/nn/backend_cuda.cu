@@ -957,35 +957,33 @@ static void linear_forward(Backend *be, const Tensor *x, const Tensor *w, const 
     touch(y);
 }
 
+// out = A B (column-major, cuBLAS's view) from fp16 operands with fp32 accumulation, rounded to
+// fp16, then stored as out's fp32 values.
+static void gemm_half_to(Backend *be, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                         int k, const __half *A, int lda, const __half *B, int ldb, Tensor *out) {
+    CudaCtx *c = ctx_of(be);
+    const float one = 1.f, zero = 0.f;
+    c->half_out = (__half *)grow(c, c->half_out, &c->half_out_cap, out->numel * sizeof(__half));
+    CUBLAS_CHECK(cublasGemmEx(c->cublas, ta, tb, m, n, k, &one, A, CUDA_R_16F, lda, B, CUDA_R_16F,
+                              ldb, &zero, c->half_out, CUDA_R_16F, m, CUBLAS_COMPUTE_32F,
+                              CUBLAS_GEMM_DEFAULT));
+    LAUNCH(k_half_to_float, out->numel, c->half_out, F(out), out->numel);
+    touch(out);
+}
+
 // The fp16 backward (see above): dx = dy w, dw = dy^T x, db = column sums of dy, all from fp16
 // operands, each result rounded to fp16.
 static void linear_backward_half(Backend *be, const Tensor *x, const Tensor *w, const Tensor *dy,
                                  Tensor *dx, Tensor *dw, Tensor *db, int N, int K, int M) {
     CudaCtx *c = ctx_of(be);
-    const float one = 1.f, zero = 0.f;
     c->half_dy = (__half *)grow(c, c->half_dy, &c->half_dy_cap, dy->numel * sizeof(__half));
     LAUNCH(k_float_to_half, dy->numel, F(dy), c->half_dy, dy->numel);
-    const __half *dyh = c->half_dy;
-    if (dx) {
-        const __half *wh = half_copy(be, w);
-        c->half_out = (__half *)grow(c, c->half_out, &c->half_out_cap, dx->numel * sizeof(__half));
-        CUBLAS_CHECK(cublasGemmEx(c->cublas, CUBLAS_OP_N, CUBLAS_OP_N, K, N, M, &one, wh, CUDA_R_16F,
-                                  K, dyh, CUDA_R_16F, M, &zero, c->half_out, CUDA_R_16F, K,
-                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-        LAUNCH(k_half_to_float, dx->numel, c->half_out, F(dx), dx->numel);
-        touch(dx);
-    }
-    if (dw) {
-        const __half *xh = half_copy(be, x);
-        c->half_out = (__half *)grow(c, c->half_out, &c->half_out_cap, dw->numel * sizeof(__half));
-        CUBLAS_CHECK(cublasGemmEx(c->cublas, CUBLAS_OP_N, CUBLAS_OP_T, K, M, N, &one, xh, CUDA_R_16F,
-                                  K, dyh, CUDA_R_16F, M, &zero, c->half_out, CUDA_R_16F, K,
-                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-        LAUNCH(k_half_to_float, dw->numel, c->half_out, F(dw), dw->numel);
-        touch(dw);
-    }
+    if (dx) // dx^T (K, N) = w^T (K, M) dy^T (M, N)
+        gemm_half_to(be, CUBLAS_OP_N, CUBLAS_OP_N, K, N, M, half_copy(be, w), K, c->half_dy, M, dx);
+    if (dw) // dw^T (K, M) = x^T (K, N) dy (N, M)
+        gemm_half_to(be, CUBLAS_OP_N, CUBLAS_OP_T, K, M, N, half_copy(be, x), K, c->half_dy, M, dw);
     if (db) {
-        LAUNCH(k_col_sum_half, (size_t)M, dyh, F(db), N, M);
+        LAUNCH(k_col_sum_half, (size_t)M, c->half_dy, F(db), N, M);
         touch(db);
     }
 }
