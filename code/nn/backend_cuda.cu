@@ -4,10 +4,10 @@
 // gradients skipped), checked by tests/test_cuda_backend.c on random inputs.
 //
 // Storage: every tensor keeps an fp32 NCHW copy in GPU memory (master weights, optimizer state,
-// batch-norm statistics, activations). With --precision fp16 the convolutions and the fc layer run
-// the way PyTorch's autocast runs them: inputs and weights cast to fp16 (NHWC, the tensor cores' layout;
-// a weight KCRS becomes KRSC), fp32 accumulation, fp16 outputs cast back to fp32 NCHW; batch
-// norm, the loss and Adam stay in fp32. The fp16 copy of a tensor (a weight, or an activation
+// batch-norm statistics, activations). With --precision fp16 the convolutions and the fc layer
+// run the way PyTorch's autocast runs them: inputs and weights cast to fp16 (NHWC, the tensor
+// cores' layout; a weight KCRS becomes KRSC), fp32 accumulation, fp16 outputs cast back to fp32
+// NCHW; batch norm, the loss and Adam stay in fp32. The fp16 copy of a tensor (a weight, or an activation
 // that feeds a convolution) is cached with the tensor and remade only when the tensor changed:
 // every write through this backend (upload, fill, copy, Adam, any layer output) bumps the
 // tensor's version, and a copy is reused only while its version matches.
@@ -131,8 +131,8 @@ static void *grow(CudaCtx *c, void *p, size_t *cap, size_t need) {
     void *q = NULL;
     cudaError_t e = cudaMalloc(&q, need);
     if (e != cudaSuccess)
-        die("backend_cuda: out of GPU memory allocating a %.1f MiB buffer (%s): use a smaller "
-            "--batch", need / 1048576.0, cudaGetErrorString(e));
+        backend_fail("backend_cuda: out of GPU memory allocating a %.1f MiB buffer (%s): use a "
+                     "smaller --batch", need / 1048576.0, cudaGetErrorString(e));
     *cap = need;
     return q;
 }
@@ -493,8 +493,9 @@ static Tensor *tensor_new(Backend *be, int n, int c, int h, int w) {
     cut(t)->version = 1;
     cudaError_t e = cudaMalloc(&t->data, bytes);
     if (e != cudaSuccess)
-        die("backend_cuda: out of GPU memory allocating a (%d, %d, %d, %d) tensor (%.1f MiB): %s; "
-            "use a smaller --batch", n, c, h, w, bytes / 1048576.0, cudaGetErrorString(e));
+        backend_fail("backend_cuda: out of GPU memory allocating a (%d, %d, %d, %d) tensor "
+                     "(%.1f MiB): %s; use a smaller --batch", n, c, h, w, bytes / 1048576.0,
+                     cudaGetErrorString(e));
     CUDA_CHECK(cudaMemsetAsync(t->data, 0, bytes, ctx_of(be)->stream));
     return t;
 }
@@ -662,8 +663,8 @@ static ConvPlan *conv_plan(Backend *be, int dir, const Tensor *x, const Tensor *
                   cudnnGetConvolutionBackwardFilterWorkspaceSize, cudnnConvolutionBwdFilterAlgo_t,
                   pl->x, pl->y, pl->conv, pl->w);
     if (pl->algo < 0)
-        die("%s:%d: cuDNN offers no %s%s algorithm for conv x (%d, %d, %d, %d), w (%d, %d, %d, %d) "
-            "stride %d pad %d%s", __FILE__, __LINE__, c->deterministic ? "deterministic " : "",
+        backend_fail("%s:%d: cuDNN offers no %s%s algorithm for conv x (%d, %d, %d, %d), "
+                     "w (%d, %d, %d, %d) stride %d pad %d%s", __FILE__, __LINE__, c->deterministic ? "deterministic " : "",
             dir == 0 ? "forward" : dir == 1 ? "backward-data" : "backward-filter", x->n, x->c,
             x->h, x->w, w->n, w->c, w->h, w->w, stride, pad,
             c->deterministic ? " (unset PETS_DETERMINISTIC to allow any)" : "");

@@ -5,7 +5,8 @@
 // Activation memory. Every activation lives in a pool of backend tensors keyed by shape, made
 // lazily for the batch shape of the forward pass and reused by later steps. The pool is sized by
 // batch capacity: a smaller batch (an epoch's last) views the first samples of the same tensors
-// (tensor_set_batch); only a larger batch or another image size empties it. A tensor goes back to the pool as soon as nothing needs it:
+// (tensor_set_batch); only a larger batch or another image size empties it. A tensor goes back
+// to the pool as soon as nothing needs it:
 // - forward keeps only what backward reads (a conv's input, a batch norm's input, a relu's
 //   output), and nothing at all below the lowest trainable layer (an eval pass or a frozen
 //   backbone runs in a handful of buffers per shape);
