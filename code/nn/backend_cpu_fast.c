@@ -19,8 +19,19 @@
 #include <unistd.h>
 
 #include "core/common.h"
+#include "core/cpu.h"
 #include "nn/cpu_conv_dnnl.h"
 #include "nn/train.h"
+
+// This file is compiled twice (code/nn/nn.cmake): for any x86-64, and as backend_cpu_fast_avx2.c
+// with -mavx2 -mfma (-ffp-contract=off: every product and sum rounded as written), whose
+// cpu_fast_install_avx2 the portable cpu_fast_install hands over to on a CPU with AVX2 and FMA
+// (core/cpu.h; PETS_SIMD=scalar keeps the portable build).
+#ifdef CPU_FAST_AVX2
+#define cpu_fast_install cpu_fast_install_avx2
+#elif defined(PETS_CPU_FAST_AVX2)
+void cpu_fast_install_avx2(Backend *be);
+#endif
 
 // ----------------------------------------------------------------------------
 // shared state: one oneDNN convolution cache per process, released with the last backend
@@ -576,6 +587,12 @@ static void fast_destroy(Backend *be) {
 void cpu_fast_install(Backend *be) {
     const char *ref = getenv("PETS_CPU_REFERENCE");
     if (ref && strcmp(ref, "1") == 0) return;
+#if !defined(CPU_FAST_AVX2) && defined(PETS_CPU_FAST_AVX2)
+    if (cpu_simd() >= CPU_SIMD_AVX2) {
+        cpu_fast_install_avx2(be);
+        return;
+    }
+#endif
     int threads = fast_threads();
     omp_set_num_threads(threads);
     if (!g_fast.conv) g_fast.conv = cpu_conv_create();
