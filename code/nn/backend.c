@@ -11,7 +11,6 @@
 #include <string.h>
 
 #include "nn/backend.h"
-#include "nn/backend_standin.h"
 #include "core/common.h"
 #ifdef PETS_HAVE_CPU_FAST
 #include "nn/cpu_conv_dnnl.h"

@@ -61,6 +61,8 @@ struct Backend {
     char kernels[64];
     PrecisionInfo prec_info; // set by backend_open_precision (zero otherwise)
     void *priv;
+    void *wrapper; // state of a table wrapped around this one (the tests' CUDA stand-in), so that
+                   // the wrapped kernels still find their own priv
 
     // -- tensors ---------------------------------------------------------------------------
     Tensor *(*tensor_new)(Backend *be, int n, int c, int h, int w); // zero-filled
@@ -158,6 +160,10 @@ int backend_cuda_available(void); // 1 when compiled in and a GPU is usable
 // CPU stand-in of the GPU instead when PETS_CUDA_STANDIN=1 (nn/backend_standin.h: tests only).
 Backend *backend_cuda_device_create(Precision precision, char *err, size_t errlen);
 int backend_cuda_device_available(void);
+// The CPU stand-in of the GPU (backend_standin.c, tests only): PETS_CUDA_STANDIN=1, and its
+// constructor.
+int backend_standin_enabled(void);
+Backend *backend_standin_create(Precision precision, char *err, size_t errlen);
 
 // Helpers for backends: the shape bookkeeping of tensor_set_batch (dies naming the op when n is
 // outside 1..cap_n), and a failure inside a backend (a CUDA, cuDNN or cuBLAS error): dies with the

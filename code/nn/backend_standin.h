@@ -20,8 +20,8 @@ typedef struct {
     long allocs;  // tensor_new calls
 } BackendStandinStats;
 
-int backend_standin_enabled(void); // PETS_CUDA_STANDIN=1
-Backend *backend_standin_create(Precision precision, char *err, size_t errlen);
+// backend_standin_enabled and backend_standin_create are declared in backend.h (backend.c opens
+// the stand-in).
 // The counters of a stand-in backend (NULL for any other backend).
 BackendStandinStats *backend_standin_stats(Backend *be);
 // fp32 -> fp16 -> fp32, round to nearest even (overflow to inf, subnormals kept), as
