@@ -3,6 +3,8 @@
 BUILD     ?= build
 PETS_ROOT ?= data/oxford-iiit-pet
 JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
+# Extra cmake options for the build, e.g. CMAKE_ARGS=-DPETS_WERROR=ON (CI and developers).
+CMAKE_ARGS ?=
 
 # Debian packages, the same names on Debian 12 (bookworm) and 13 (trixie), enough for a minimal
 # image (`debootstrap --variant=minbase`, installed with --no-install-recommends): compiler, C
@@ -41,7 +43,7 @@ deps:
 	$$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $$missing
 
 build: deps
-	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS)
 	cmake --build $(BUILD) -j $(JOBS)
 
 test: build

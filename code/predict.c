@@ -22,6 +22,7 @@
 #include "data/preprocess.h"
 #include "checkpoint/pth.h"
 #include "nn/resnet34.h"
+#include "nn/selfcheck.h"
 
 // Class names, generated at build time from data/imagenet_classes.txt and data/pets_classes.txt
 // (tests/gen_class_names.py writes those from torchvision 0.14).
@@ -53,6 +54,8 @@ static void usage(FILE *f) {
         "  --device auto|cpu|cuda where to run (default auto: a usable GPU, else the CPU)\n"
         "  --precision P          auto, fp32, fp16 or bf16 (default auto: fp16 autocast on\n"
         "                         cuda, float32 on the CPU; as the training programs)\n"
+        "  --no-self-check        trust the GPU without first comparing its logits with the\n"
+        "                         CPU's on a small test input\n"
         "  --quiet                no device/weights lines on stderr\n"
         "  --help                 this text\n");
 }
@@ -60,7 +63,7 @@ static void usage(FILE *f) {
 typedef struct {
     const char *weights, *tensor, *logits_out, *features_out, *device, *precision;
     uint64_t seed;
-    int classes, top, batch, quiet;
+    int classes, top, batch, quiet, no_self_check;
     char **images;
     int nimages;
 } Options;
@@ -84,6 +87,10 @@ static void parse_args(int argc, char **argv, Options *o) {
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             exit(0);
+        }
+        if (!strcmp(a, "--no-self-check")) {
+            o->no_self_check = 1;
+            continue;
         }
         if (!strcmp(a, "--quiet")) {
             o->quiet = 1;
@@ -168,7 +175,6 @@ static ResNet34 *build_model(Backend *be, const Options *o, StateDict *sd, int c
         return m;
     }
     if (resnet34_load_state(m, sd, 1, err, sizeof err)) die("%s: %s", o->weights, err);
-    sd_free(sd);
     if (!o->quiet) fprintf(stderr, "weights: %s (%d classes)\n", o->weights, classes);
     return m;
 }
@@ -300,6 +306,11 @@ int main(int argc, char **argv) {
     Backend *be = backend_open_precision(o.device, o.precision, o.quiet, err, sizeof err);
     if (!be) die("%s", err);
     ResNet34 *m = build_model(be, &o, &sd, classes);
+    if (!resnet34_trust_gpu(m, o.device, o.no_self_check)) { // auto: the GPU failed its self-check
+        if (!(be = backend_open_precision("cpu", "auto", o.quiet, err, sizeof err))) die("%s", err);
+        m = build_model(be, &o, &sd, classes);
+    }
+    sd_free(&sd);
 
     // -- outputs
     atexit(abort_outputs);

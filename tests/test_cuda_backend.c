@@ -174,8 +174,13 @@ static void test_linear_loss_adam(Backend *cpu, Backend *gpu) {
     Pair b = pair_new(cpu, gpu, m, 1, 1, 1, 0.05f, 0.f), y = pair_new(cpu, gpu, n, m, 1, 1, 0.f, 0.f);
     Pair dy = pair_new(cpu, gpu, n, m, 1, 1, 0.f, 0.f), dx = pair_new(cpu, gpu, n, k, 1, 1, 0.f, 0.f);
     Pair dw = pair_new(cpu, gpu, m, k, 1, 1, 0.f, 0.f), db = pair_new(cpu, gpu, m, 1, 1, 1, 0.f, 0.f);
+    // fp16: the fc layer runs in fp16 like autocast (fp16 operands and results): the tolerances of
+    // the fp16 convolutions
+    const double atol32 = ATOL, rtol32 = RTOL;
+    if (gpu->precision == PREC_FP16) ATOL = 5e-3, RTOL = 1e-2;
     cpu->linear_forward(cpu, x.c, w.c, b.c, y.c), gpu->linear_forward(gpu, x.g, w.g, b.g, y.g);
     check("linear fwd", &y);
+    ATOL = atol32, RTOL = rtol32;
     int labels[5] = {0, 36, 5, 5, 17};
     double lc = cpu->cross_entropy_forward_backward(cpu, y.c, labels, dy.c, 1.f);
     double lg = gpu->cross_entropy_forward_backward(gpu, y.g, labels, dy.g, 1.f);
@@ -188,7 +193,12 @@ static void test_linear_loss_adam(Backend *cpu, Backend *gpu) {
     if (lg2 != lg) failures++;
     cpu->linear_backward(cpu, x.c, w.c, dy.c, dx.c, dw.c, db.c);
     gpu->linear_backward(gpu, x.g, w.g, dy.g, dx.g, dw.g, db.g);
+    if (gpu->precision == PREC_FP16) ATOL = 5e-3, RTOL = 1e-2;
     check("linear bwd dx", &dx), check("linear bwd dw", &dw), check("linear bwd db", &db);
+    ATOL = atol32, RTOL = rtol32;
+    // Adam on the very same gradient on both sides (the CPU's)
+    cpu->tensor_download(dw.c, dw.host);
+    gpu->tensor_upload(dw.g, dw.host);
     Pair mm = pair_new(cpu, gpu, m, k, 1, 1, 0.f, 0.f), vv = pair_new(cpu, gpu, m, k, 1, 1, 0.f, 0.f);
     for (long step = 1; step <= 3; step++) {
         cpu->adam_update(cpu, w.c, dw.c, mm.c, vv.c, 1e-3f, 0.9f, 0.999f, 1e-8f, step, 0.5f);
@@ -202,6 +212,23 @@ static void test_linear_loss_adam(Backend *cpu, Backend *gpu) {
     int f1 = gpu->tensor_nonfinite(dw.g);
     printf("%-34s finite %d, with inf %d  %s\n", "tensor_nonfinite", f0, f1, (!f0 && f1) ? "ok" : "FAIL");
     if (f0 || !f1) failures++;
+    // the same over a list, with one synchronisation (tensors_nonfinite; NULL entries skipped)
+    Tensor *list[3] = {dx.g, NULL, dw.g};
+    int l1 = gpu->tensors_nonfinite(gpu, list, 3);
+    dw.host[7] = 0.f;
+    gpu->tensor_upload(dw.g, dw.host);
+    int l0 = gpu->tensors_nonfinite(gpu, list, 3);
+    printf("%-34s finite %d, with inf %d  %s\n", "tensors_nonfinite", l0, l1, (!l0 && l1) ? "ok" : "FAIL");
+    if (l0 || !l1) failures++;
+    // a smaller batch viewing the same memory: the first samples' results unchanged
+    gpu->tensor_set_batch(x.g, 3), gpu->tensor_set_batch(y.g, 3);
+    cpu->tensor_set_batch(x.c, 3), cpu->tensor_set_batch(y.c, 3);
+    cpu->linear_forward(cpu, x.c, w.c, b.c, y.c), gpu->linear_forward(gpu, x.g, w.g, b.g, y.g);
+    if (gpu->precision == PREC_FP16) ATOL = 5e-3, RTOL = 1e-2;
+    check("linear fwd, batch 5 -> 3 (set_batch)", &y);
+    ATOL = atol32, RTOL = rtol32;
+    gpu->tensor_set_batch(x.g, 5), gpu->tensor_set_batch(y.g, 5);
+    cpu->tensor_set_batch(x.c, 5), cpu->tensor_set_batch(y.c, 5);
     Pair *all[] = {&x, &w, &b, &y, &dy, &dx, &dw, &db, &mm, &vv};
     for (int i = 0; i < 10; i++) pair_free(all[i]);
 }

@@ -200,6 +200,7 @@ int main(int argc, char **argv) {
     printf("preprocess_images=%d\n", fl.n);
     printf("preprocess_failed=%d\n", failed / repeat);
     printf("preprocess_threads=%d\n", nthreads);
+    printf("preprocess_resize_simd=%s\n", resize_uses_avx512() ? "avx512" : "scalar");
     printf("preprocess_img_per_s_1thread=%.1f\n", n / t1);
     printf("preprocess_img_per_s_all=%.1f\n", n / tn);
     printf("preprocess_decode_ms_per_img=%.3f\n", 1e3 * t_dec / n);

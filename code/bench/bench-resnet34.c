@@ -22,15 +22,18 @@
 
 #include "nn/backend.h"
 #include "core/common.h"
+#include "core/cpu.h"
 #include "nn/cpu_conv_dnnl.h"
 #include "nn/resnet34.h"
 #include "core/rng.h"
+#include "nn/selfcheck.h"
 #include "nn/train.h"
 
 typedef struct {
     int batch, iters, warmup, threads, size, classes;
     const char *device, *precision, *only;
     int peak; // measure the FMA peak
+    int no_self_check; // time the GPU without the self-check
 } Options;
 
 static void usage(FILE *f) {
@@ -48,6 +51,7 @@ static void usage(FILE *f) {
         "  --device cpu|cuda|auto  (default cpu)\n"
         "  --precision auto|fp32|fp16|bf16  (default auto: fp16 on cuda, float32 on the CPU)\n"
         "  --no-peak        skip the FMA peak measurement\n"
+        "  --no-self-check  time the GPU without first checking its logits against the CPU\n"
         "  --help\n");
 }
 
@@ -104,58 +108,67 @@ static Macs resnet34_macs(int size, int classes) {
 // ----------------------------------------------------------------------------
 // The FMA peak: independent chains of vector FMAs per thread (enough to fill both FMA pipes).
 
-// ISO C (-std=c11) does not contract a * b + c into an FMA, so the loop uses the intrinsics of the
-// widest FMA the compiler targets (-march=native): AVX-512 (16 lanes), else AVX2 FMA (8 lanes).
-#if defined(__AVX512F__)
-#include <immintrin.h>
-typedef __m512 vec;
-#define VLANES 16
-#define VSET(x) _mm512_set1_ps(x)
-#define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
-#define VSUM(v) _mm512_reduce_add_ps(v)
-#elif defined(__FMA__)
-#include <immintrin.h>
-typedef __m256 vec;
-#define VLANES 8
-#define VSET(x) _mm256_set1_ps(x)
-#define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
-static float VSUM(__m256 v) {
-    float f[8];
-    _mm256_storeu_ps(f, v);
-    return f[0] + f[1] + f[2] + f[3] + f[4] + f[5] + f[6] + f[7];
-}
-#else
-typedef float vec; // no FMA unit known at compile time: the peak of scalar code
-#define VLANES 1
-#define VSET(x) (x)
-#define VFMA(a, b, c) ((a) * (b) + (c))
-#define VSUM(v) (v)
-#endif
+// ISO C (-std=c11) does not contract a * b + c into an FMA, so the loop uses intrinsics: the
+// widest FMA this CPU has, chosen at run time (core/cpu.h): AVX-512 (16 lanes), else AVX2 FMA
+// (8 lanes), else scalar. Each variant is compiled with its own target attribute.
 #define PEAK_CHAINS 12       // independent chains: enough to cover FMA latency x pipes
 #define PEAK_ITERS 100000000L
 
-static void *peak_worker(void *arg) {
-    vec acc[PEAK_CHAINS], a = VSET(0.999f), b = VSET(1e-7f);
-    for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = VSET((float)c);
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+__attribute__((target("avx512f"))) static void *peak_worker_avx512(void *arg) {
+    __m512 acc[PEAK_CHAINS], a = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(1e-7f);
+    for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = _mm512_set1_ps((float)c);
     for (long it = 0; it < PEAK_ITERS; it++)
-        for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = VFMA(acc[c], a, b);
+        for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = _mm512_fmadd_ps(acc[c], a, b);
     float s = 0;
-    for (int c = 0; c < PEAK_CHAINS; c++) s += VSUM(acc[c]);
+    for (int c = 0; c < PEAK_CHAINS; c++) s += _mm512_reduce_add_ps(acc[c]);
+    *(float *)arg = s;
+    return NULL;
+}
+__attribute__((target("avx2,fma"))) static void *peak_worker_avx2(void *arg) {
+    __m256 acc[PEAK_CHAINS], a = _mm256_set1_ps(0.999f), b = _mm256_set1_ps(1e-7f);
+    for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = _mm256_set1_ps((float)c);
+    for (long it = 0; it < PEAK_ITERS; it++)
+        for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = _mm256_fmadd_ps(acc[c], a, b);
+    float f[8], s = 0;
+    for (int c = 0; c < PEAK_CHAINS; c++) {
+        _mm256_storeu_ps(f, acc[c]);
+        for (int l = 0; l < 8; l++) s += f[l];
+    }
+    *(float *)arg = s;
+    return NULL;
+}
+#endif
+static void *peak_worker_scalar(void *arg) { // no FMA unit: the peak of scalar code
+    float acc[PEAK_CHAINS], a = 0.999f, b = 1e-7f;
+    for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = (float)c;
+    for (long it = 0; it < PEAK_ITERS; it++)
+        for (int c = 0; c < PEAK_CHAINS; c++) acc[c] = acc[c] * a + b;
+    float s = 0;
+    for (int c = 0; c < PEAK_CHAINS; c++) s += acc[c];
     *(float *)arg = s;
     return NULL;
 }
 
 static double fma_peak_gflops(int threads) {
+    void *(*worker)(void *) = peak_worker_scalar;
+    int lanes = 1;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    CpuSimd simd = cpu_simd();
+    if (simd >= CPU_SIMD_AVX512) worker = peak_worker_avx512, lanes = 16;
+    else if (simd >= CPU_SIMD_AVX2) worker = peak_worker_avx2, lanes = 8;
+#endif
     pthread_t *t = xmalloc(sizeof(pthread_t) * (size_t)threads);
     float *sink = xcalloc((size_t)threads, sizeof(float));
     double t0 = now_seconds();
     for (int i = 0; i < threads; i++)
-        if (pthread_create(&t[i], NULL, peak_worker, &sink[i])) die("pthread_create failed");
+        if (pthread_create(&t[i], NULL, worker, &sink[i])) die("pthread_create failed");
     for (int i = 0; i < threads; i++) pthread_join(t[i], NULL);
     double dt = now_seconds() - t0;
     free(t);
     free(sink);
-    return (double)threads * PEAK_ITERS * PEAK_CHAINS * VLANES * 2 / dt / 1e9;
+    return (double)threads * PEAK_ITERS * PEAK_CHAINS * lanes * 2 / dt / 1e9;
 }
 
 // ----------------------------------------------------------------------------
@@ -167,18 +180,25 @@ static double peak_rss_mib(void) {
     return ru.ru_maxrss / 1024.0; // Linux reports KiB
 }
 
-static double run_phase(const Options *o, int train, double *rss_mib) {
+// The benchmark's network: random weights (seed 1) on the device the options name.
+static ResNet34 *open_model(const Options *o, Backend **be) {
     char err[512];
-    Backend *be = backend_open_precision(o->device, o->precision, 1, err, sizeof err);
-    if (!be) die("%s", err);
+    *be = backend_open_precision(o->device, o->precision, 1, err, sizeof err);
+    if (!*be) die("%s", err);
+    ResNet34 *m = resnet34_create(*be, o->classes);
+    resnet34_init_random(m, 1);
+    return m;
+}
+
+static double run_phase(const Options *o, int train, double *rss_mib) {
+    Backend *be;
+    ResNet34 *m = open_model(o, &be);
     // what --precision resolved to, said once (by the first measurement's process)
     if (!train || (o->only && !strcmp(o->only, "train"))) {
         printf("precision=%s\nprecision_choice=%s\n", be->precision == PREC_FP16 ? "fp16" : "fp32",
                be->prec_info.choice);
         fflush(stdout);
     }
-    ResNet34 *m = resnet34_create(be, o->classes);
-    resnet34_init_random(m, 1);
     size_t per = (size_t)3 * o->size * o->size;
     float *x = xmalloc(sizeof(float) * per * o->batch);
     float *logits = xmalloc(sizeof(float) * (size_t)o->classes * o->batch);
@@ -214,6 +234,28 @@ static double run_phase(const Options *o, int train, double *rss_mib) {
     resnet34_free(m);
     backend_close(be);
     return (double)o->batch * o->iters / dt;
+}
+
+// The GPU self-check (nn/selfcheck.h) on the benchmark's network, in a child of its own so that
+// the CPU copy it makes counts in no measurement's peak RSS. Returns 0 when the device may be
+// timed, 1 when --device auto fell back to the CPU; --device cuda stops on a failure.
+static int self_check(const Options *o) {
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) die("fork: %s", strerror(errno));
+    if (pid == 0) {
+        Backend *be;
+        ResNet34 *m = open_model(o, &be);
+        if (!resnet34_trust_gpu(m, o->device, 0)) _exit(10);
+        resnet34_free(m);
+        backend_close(be);
+        _exit(0);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 10) return 1;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) exit(1); // the child said why
+    return 0;
 }
 
 // Runs a measurement in a child (a fresh process: its own peak RSS, no thread pool shared with
@@ -262,6 +304,10 @@ int main(int argc, char **argv) {
             o.peak = 0;
             continue;
         }
+        if (!strcmp(a, "--no-self-check")) {
+            o.no_self_check = 1;
+            continue;
+        }
         if (i + 1 >= argc) die("%s: unknown option or missing value (see --help)", a);
         const char *v = argv[++i];
         if (!strcmp(a, "--batch")) o.batch = parse_int(a, v, 1, 4096);
@@ -282,6 +328,11 @@ int main(int argc, char **argv) {
     snprintf(nthreads, sizeof nthreads, "%d", o.threads);
     setenv("PETS_THREADS", nthreads, 1);
     setenv("OMP_NUM_THREADS", nthreads, 1);
+
+    if (strcmp(o.device, "cpu") && !o.no_self_check && self_check(&o)) {
+        o.device = "cpu"; // --device auto, and the GPU failed its self-check (said why above)
+        o.precision = "fp32";
+    }
 
     Macs macs = resnet34_macs(o.size, o.classes);
     double fwd_flop = 2 * macs.fwd;
@@ -314,7 +365,7 @@ int main(int argc, char **argv) {
     }
     if (o.peak && !strcmp(o.device, "cpu")) {
         double peak = fma_peak_gflops(o.threads);
-        printf("cpu_fma_peak_gflop_per_s=%.1f\n", peak);
+        printf("cpu_fma_peak_gflop_per_s=%.1f\ncpu_simd=%s\n", peak, cpu_simd_name(cpu_simd()));
         if (eval_s > 0) printf("resnet34_eval_fraction_of_peak=%.3f\n", eval_s * fwd_flop / 1e9 / peak);
         if (train_s > 0)
             printf("resnet34_train_fraction_of_peak=%.3f\n", train_s * train_flop / 1e9 / peak);

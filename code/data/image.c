@@ -123,7 +123,9 @@ __attribute__((noreturn)) static void stb_assert_failed(const char *expr, int li
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 #pragma GCC diagnostic ignored "-Wshift-negative-value"
 #pragma GCC diagnostic ignored "-Wtype-limits"
+#if !defined(__clang__) // clang has no such warning (and warns about the unknown name)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <stb_image.h>
 #include <stb_image_write.h> // declarations only
 #pragma GCC diagnostic pop

@@ -12,7 +12,8 @@
 // Every output pixel depends only on its own window, so computing just the 224x224 centre crop of
 // the resized image gives the same bytes as resizing everything and cropping: the fast path does
 // that. A plain scalar reference (resize_bilinear_ref) sits beside the AVX-512 one and the tests
-// check that they agree byte for byte.
+// check that they agree byte for byte. The AVX-512 passes are compiled with a target attribute and
+// taken only on a CPU that has AVX-512 F/BW/VL/VBMI (core/cpu.h); elsewhere the scalar passes run.
 //
 // Normalize (torchvision: convert_image_dtype then normalize): x / 255, minus mean, divided by std,
 // each step rounded to float32 as torch does it. There are only 3 x 256 possible results, so they
@@ -24,14 +25,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VBMI__)
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define PREP_AVX512 1
+#define AVX512_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi")))
 #else
 #define PREP_AVX512 0
 #endif
 
 #include "core/common.h"
+#include "core/cpu.h"
 
 // mean/std as torch holds them: the Python doubles rounded to float32
 const float PREP_MEAN[3] = {(float)0.485, (float)0.456, (float)0.406};
@@ -210,7 +213,7 @@ typedef struct {
     __m512i *w;   // (ntaps) weight of each lane
 } HPlan;
 
-static void hplan_build(HPlan *pl, const Coeffs *c, int x0, int cw) {
+AVX512_FN static void hplan_build(HPlan *pl, const Coeffs *c, int x0, int cw) {
     pl->g = xmalloc((size_t)cw * sizeof(HGroup));
     int cap = 64;
     pl->idx = aligned_alloc(64, (size_t)cap * sizeof(__m128i));
@@ -278,8 +281,8 @@ static void hplan_free(HPlan *pl) {
     free(pl->w);
 }
 
-static void hpass_fast(const uint8_t *src, size_t sstride, int in_w, int r0, int r1,
-                       const Coeffs *c, int x0, int cw, uint8_t *dst, size_t dstride) {
+AVX512_FN static void hpass_avx512(const uint8_t *src, size_t sstride, int in_w, int r0, int r1,
+                                   const Coeffs *c, int x0, int cw, uint8_t *dst, size_t dstride) {
     HPlan pl;
     hplan_build(&pl, c, x0, cw);
     const int row_bytes = in_w * 3;
@@ -311,8 +314,8 @@ static void hpass_fast(const uint8_t *src, size_t sstride, int in_w, int r0, int
     hplan_free(&pl);
 }
 
-static void vpass_fast(const uint8_t *src, size_t sstride, int base, const Coeffs *c, int y0,
-                       int ch, size_t nbytes, uint8_t *dst, size_t dstride) {
+AVX512_FN static void vpass_avx512(const uint8_t *src, size_t sstride, int base, const Coeffs *c,
+                                   int y0, int ch, size_t nbytes, uint8_t *dst, size_t dstride) {
     const __m512i half = _mm512_set1_epi32(HALF), zero = _mm512_setzero_si512();
     for (int y = y0; y < y0 + ch; y++) {
         const int32_t *k = c->k + (size_t)y * c->ksize;
@@ -357,19 +360,34 @@ static void vpass_fast(const uint8_t *src, size_t sstride, int base, const Coeff
         }
     }
 }
-#else
+#endif
+
+// The passes the resize uses: AVX-512 where the CPU has it (and PETS_SIMD allows), else scalar.
+int resize_uses_avx512(void) { return PREP_AVX512 && cpu_simd() >= CPU_SIMD_AVX512; }
+
 static void hpass_fast(const uint8_t *src, size_t sstride, int in_w, int r0, int r1,
                        const Coeffs *c, int x0, int cw, uint8_t *dst, size_t dstride) {
+#if PREP_AVX512
+    if (resize_uses_avx512()) {
+        hpass_avx512(src, sstride, in_w, r0, r1, c, x0, cw, dst, dstride);
+        return;
+    }
+#endif
     (void)in_w;
     hpass_ref(src, sstride, r0, r1, c, x0, cw, dst, dstride);
 }
 static void vpass_fast(const uint8_t *src, size_t sstride, int base, const Coeffs *c, int y0,
                        int ch, size_t nbytes, uint8_t *dst, size_t dstride) {
+#if PREP_AVX512
+    if (resize_uses_avx512()) {
+        vpass_avx512(src, sstride, base, c, y0, ch, nbytes, dst, dstride);
+        return;
+    }
+#endif
     vpass_ref(src, sstride, base, c, y0, ch, nbytes, dst, dstride);
 }
-#endif
 
-const char *resize_fast_passes(void) { return PREP_AVX512 ? "AVX-512" : "scalar"; }
+const char *resize_fast_passes(void) { return resize_uses_avx512() ? "AVX-512" : "scalar"; }
 
 // The region [x0, x0+cw) x [y0, y0+ch) of `in` resized to out_w x out_h, into dst (cw x ch x 3,
 // stride cw*3). Only the input rows and output columns the region needs are computed.

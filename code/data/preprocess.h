@@ -32,9 +32,12 @@ int resize_bilinear(const Image *in, int out_w, int out_h, Image *out);
 // The plain scalar version of resize_bilinear (Pillow's algorithm step by step, no SIMD, no
 // cropping shortcut): the specification that the fast path is tested against.
 int resize_bilinear_ref(const Image *in, int out_w, int out_h, Image *out);
-// Which passes resize_bilinear runs in this build: "AVX-512" (vectorised horizontal and vertical
+// Which passes resize_bilinear runs (on this CPU, in this build): "AVX-512" (vectorised horizontal and vertical
 // passes) or "scalar" (the reference passes; only the cropping shortcut differs). For tests.
 const char *resize_fast_passes(void);
+// 1 when resize_bilinear runs its AVX-512 passes on this CPU (chosen at run time; PETS_SIMD=scalar
+// or cpu_simd_override(CPU_SIMD_SCALAR) rules them out), 0 when it runs the scalar ones.
+int resize_uses_avx512(void);
 // The size torchvision's resize(img, size) gives a w x h image: shorter side `size`, longer side
 // int(size * long / short).
 void resized_size(int w, int h, int size, int *out_w, int *out_h);

@@ -18,6 +18,7 @@
 #include "checkpoint/pth.h"
 #include "core/sha256.h"
 #include "experiment/results.h"
+#include "nn/selfcheck.h"
 
 // SHA-256 of torchvision's resnet34-b627a593.pth (data/checksums.sha256): only this file makes a
 // run "pretrained"; any other checkpoint, or --weights random, is reported as such everywhere.
@@ -46,6 +47,8 @@ static void usage(const ExpArgs *d, const char *prog, const char *about, unsigne
     printf("  --precision P         auto, fp32, fp16 or bf16 (default auto: the tutorial's mixed\n"
            "                        precision where the device runs it natively, fp16 autocast on\n"
            "                        cuda; float32 on the CPU, where bf16 is not implemented yet)\n");
+    printf("  --no-self-check       trust the GPU without first comparing its logits with the CPU's\n"
+           "                        on a small test input\n");
     printf("  --results DIR         where results go (default %s)\n", d->results);
     printf("  --cache DIR           where the image and feature caches go (default <results>/cache)\n");
     printf("  --resume              continue from <results>/<name>.ckpt (written after every epoch);\n"
@@ -117,6 +120,7 @@ void exp_parse_args(ExpArgs *a, int argc, char **argv, const char *about, unsign
             a->lr = (float)x;
         } else if (FLAG("--keep-fc") && !val) a->keep_fc = 1;
         else if (FLAG("--resume") && !val) a->resume = 1;
+        else if (FLAG("--no-self-check") && !val) a->no_self_check = 1;
         else if (FLAG("--bn-train") && !val && (extra & EXP_OPT_BN_TRAIN)) a->bn_train = 1;
         else {
             fprintf(stderr, "error: unknown option '%s' (see %s --help)\n", argv[i], argv[0]);
@@ -293,6 +297,14 @@ void exp_setup(Experiment *x, const ExpArgs *a, const char *chapter, const char 
 
     x->model = resnet34_create(x->be, PETS_NUM_CLASSES);
     load_weights(x);
+    if (!resnet34_trust_gpu(x->model, a->device, a->no_self_check)) {
+        // --device auto and the GPU failed its self-check (resnet34_trust_gpu said why)
+        x->be = backend_open_precision("cpu", "auto", 0, err, sizeof err);
+        if (!x->be) die("%s", err);
+        x->precision = x->be->precision;
+        x->model = resnet34_create(x->be, PETS_NUM_CLASSES);
+        load_weights(x);
+    }
     x->val_logits = xcalloc((size_t)x->val.n * PETS_NUM_CLASSES, sizeof(float));
     x->val_seen = xcalloc((size_t)x->val.n, 1);
     remove_stale_temporaries(x);

@@ -53,6 +53,7 @@ typedef struct {
     const char *precision; // auto | fp32 | fp16 | bf16; NULL = auto (fp16 on cuda, fp32 on cpu)
     int keep_fc;           // keep the checkpoint's fc instead of a new nn.Linear(512, 37)
     int resume;            // continue from <results>/<name>.ckpt
+    int no_self_check;     // trust the GPU without the self-check (nn/selfcheck.h)
     int bn_train;          // 04 only: the tutorial's model.train() behaviour
     int limit;             // use only this many evenly spaced images of each split (0 = all)
 } ExpArgs;

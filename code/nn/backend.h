@@ -14,6 +14,7 @@
 #ifndef BACKEND_H
 #define BACKEND_H
 
+#include <setjmp.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,6 +33,7 @@ typedef struct Backend Backend;
 typedef struct Tensor {
     int n, c, h, w;   // logical shape (N, C, H, W); a vector of length K is (K, 1, 1, 1)
     size_t numel;     // n * c * h * w
+    int cap_n;        // samples its memory holds: the n it was created with (tensor_set_batch)
     void *data;       // backend memory, layout private to the backend
     Backend *be;      // owner
     void *priv;       // backend-specific state (descriptors, low-precision copies, ...)
@@ -59,6 +61,8 @@ struct Backend {
     char kernels[64];
     PrecisionInfo prec_info; // set by backend_open_precision (zero otherwise)
     void *priv;
+    void *wrapper; // state of a table wrapped around this one (the tests' CUDA stand-in), so that
+                   // the wrapped kernels still find their own priv
 
     // -- tensors ---------------------------------------------------------------------------
     Tensor *(*tensor_new)(Backend *be, int n, int c, int h, int w); // zero-filled
@@ -68,6 +72,13 @@ struct Backend {
     void (*tensor_fill)(Tensor *t, float value);
     void (*tensor_copy)(Tensor *dst, const Tensor *src);  // same shape
     int (*tensor_nonfinite)(const Tensor *t);             // 1 if any inf or nan
+    // 1 if any of the count tensors (NULL entries skipped) holds an inf or nan: GradScaler's
+    // check over all gradients, with one host synchronisation on a GPU (not one per tensor).
+    int (*tensors_nonfinite)(Backend *be, Tensor *const *ts, int count);
+    // Views the first n samples of t (1 <= n <= t->cap_n): t->n and t->numel change, the memory
+    // stays, the contents of those n samples are kept. Lets a smaller last batch reuse the
+    // activation memory of the full ones.
+    void (*tensor_set_batch)(Tensor *t, int n);
 
     // -- layers ----------------------------------------------------------------------------
     // y = conv(x, w), no bias. x (N, C, H, W), w (K, C, R, S), y (N, K, P, Q) with
@@ -145,5 +156,23 @@ void backend_close(Backend *be);
 Backend *backend_cpu_create(Precision precision, char *err, size_t errlen);
 Backend *backend_cuda_create(Precision precision, char *err, size_t errlen);
 int backend_cuda_available(void); // 1 when compiled in and a GPU is usable
+// The same for the real device only (backend_cuda.cu; stubs without CUDA). The two above go to the
+// CPU stand-in of the GPU instead when PETS_CUDA_STANDIN=1 (nn/backend_standin.h: tests only).
+Backend *backend_cuda_device_create(Precision precision, char *err, size_t errlen);
+int backend_cuda_device_available(void);
+// The CPU stand-in of the GPU (backend_standin.c, tests only): PETS_CUDA_STANDIN=1, and its
+// constructor.
+int backend_standin_enabled(void);
+Backend *backend_standin_create(Precision precision, char *err, size_t errlen);
+
+// Helpers for backends: the shape bookkeeping of tensor_set_batch (dies naming the op when n is
+// outside 1..cap_n), and a failure inside a backend (a CUDA, cuDNN or cuBLAS error): dies with the
+// message, unless backend_trap armed a recovery point (the GPU self-check), where it jumps back.
+void backend_set_batch_shape(Tensor *t, int n);
+__attribute__((noreturn, format(printf, 1, 2))) void backend_fail(const char *fmt, ...);
+// Arms (jb != NULL) or disarms (jb == NULL) backend_fail's recovery point for this thread: a
+// failure then writes its message into msg and longjmps to jb. The backend that failed must not
+// be used again, nor freed (its device state is unknown): the caller abandons it.
+void backend_trap(jmp_buf *jb, char *msg, size_t len);
 
 #endif // BACKEND_H

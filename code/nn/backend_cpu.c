@@ -41,6 +41,7 @@ static Tensor *tensor_new(Backend *be, int n, int c, int h, int w) {
     Tensor *t = xcalloc(1, sizeof(Tensor));
     t->n = n, t->c = c, t->h = h, t->w = w;
     t->numel = numel;
+    t->cap_n = n;
     t->data = xcalloc(numel, sizeof(float));
     t->be = be;
     return t;
@@ -72,6 +73,15 @@ static int tensor_nonfinite(const Tensor *t) {
     for (size_t i = 0; i < t->numel; i++) bad |= !isfinite(p[i]);
     return bad;
 }
+
+// The specification of the one-synchronisation check: any tensor's tensor_nonfinite.
+static int tensors_nonfinite(Backend *be, Tensor *const *ts, int count) {
+    for (int i = 0; i < count; i++)
+        if (ts[i] && be->tensor_nonfinite(ts[i])) return 1;
+    return 0;
+}
+
+static void tensor_set_batch(Tensor *t, int n) { backend_set_batch_shape(t, n); }
 
 // ----------------------------------------------------------------------------
 // convolution, no bias. x (N, C, H, W), w (K, C, R, S), y (N, K, P, Q)
@@ -653,6 +663,8 @@ Backend *backend_cpu_create(Precision precision, char *err, size_t errlen) {
     be->tensor_fill = tensor_fill;
     be->tensor_copy = tensor_copy;
     be->tensor_nonfinite = tensor_nonfinite;
+    be->tensors_nonfinite = tensors_nonfinite;
+    be->tensor_set_batch = tensor_set_batch;
     be->conv2d_forward = conv2d_forward;
     be->conv2d_backward = conv2d_backward;
     be->conv_bias_act_forward = conv_bias_act_forward;

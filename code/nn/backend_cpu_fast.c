@@ -24,8 +24,19 @@
 #include <unistd.h>
 
 #include "core/common.h"
+#include "core/cpu.h"
 #include "nn/cpu_conv_dnnl.h"
 #include "nn/adam.h"
+
+// This file is compiled twice (code/nn/nn.cmake): for any x86-64, and as backend_cpu_fast_avx2.c
+// with -mavx2 -mfma (-ffp-contract=off: every product and sum rounded as written), whose
+// cpu_fast_install_avx2 the portable cpu_fast_install hands over to on a CPU with AVX2 and FMA
+// (core/cpu.h; PETS_SIMD=scalar keeps the portable build).
+#ifdef CPU_FAST_AVX2
+#define cpu_fast_install cpu_fast_install_avx2
+#elif defined(PETS_CPU_FAST_AVX2)
+void cpu_fast_install_avx2(Backend *be);
+#endif
 
 // ----------------------------------------------------------------------------
 // per-backend state (be->priv): nothing here is process-wide, so two fast backends (say with
@@ -111,11 +122,14 @@ static void fast_tensor_copy(Tensor *dst, const Tensor *src) {
 static int fast_tensor_nonfinite(const Tensor *t) {
     const uint32_t *p = (const uint32_t *)t->data;
     size_t n = t->numel;
-    int bad = 0;
-#pragma omp parallel for simd reduction(| : bad) schedule(static) \
-    num_threads(NT(t->be)) if (parallel : n >= PAR_MIN)
-    for (size_t i = 0; i < n; i++) bad |= (p[i] & 0x7f800000u) == 0x7f800000u;
-    return bad;
+    uint32_t bad = 0;
+    // exponent bits all ones (inf or nan) <=> (exponent + one exponent unit) reaches bit 31:
+    // integer arithmetic, which both GCC and clang vectorise by themselves (clang 14 cannot
+    // honour `parallel for simd` with this reduction, and says so)
+#pragma omp parallel for reduction(| : bad) schedule(static) \
+    num_threads(NT(t->be)) if (n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) bad |= ((p[i] & 0x7f800000u) + 0x00800000u) >> 31;
+    return (int)bad;
 }
 
 // ----------------------------------------------------------------------------
@@ -706,6 +720,12 @@ static void fast_destroy(Backend *be) {
 void cpu_fast_install(Backend *be) {
     const char *ref = getenv("PETS_CPU_REFERENCE");
     if (ref && strcmp(ref, "1") == 0) return;
+#if !defined(CPU_FAST_AVX2) && defined(PETS_CPU_FAST_AVX2)
+    if (cpu_simd() >= CPU_SIMD_AVX2) {
+        cpu_fast_install_avx2(be);
+        return;
+    }
+#endif
     if (be->destroy == fast_destroy) return; // installed already
     FastState *st = xcalloc(1, sizeof *st);
     int threads = st->threads = fast_threads();

@@ -4,10 +4,10 @@
 // gradients skipped), checked by tests/test_cuda_backend.c on random inputs.
 //
 // Storage: every tensor keeps an fp32 NCHW copy in GPU memory (master weights, optimizer state,
-// batch-norm statistics, activations). With --precision fp16 the convolutions run the way
-// PyTorch's autocast runs them: inputs and weights cast to fp16 (NHWC, the tensor cores' layout;
-// a weight KCRS becomes KRSC), fp32 accumulation, fp16 outputs cast back to fp32 NCHW; batch
-// norm, the loss and Adam stay in fp32. The fp16 copy of a tensor (a weight, or an activation
+// batch-norm statistics, activations). With --precision fp16 the convolutions and the fc layer
+// run the way PyTorch's autocast runs them: inputs and weights cast to fp16 (NHWC, the tensor
+// cores' layout; a weight KCRS becomes KRSC), fp32 accumulation, fp16 outputs cast back to fp32
+// NCHW; batch norm, the loss and Adam stay in fp32. The fp16 copy of a tensor (a weight, or an activation
 // that feeds a convolution) is cached with the tensor and remade only when the tensor changed:
 // every write through this backend (upload, fill, copy, Adam, any layer output) bumps the
 // tensor's version, and a copy is reused only while its version matches.
@@ -42,18 +42,19 @@ extern "C" {
 #define KERNEL_CHECK() cuda_check(cudaGetLastError(), "kernel launch", __FILE__, __LINE__)
 
 static void cuda_check(cudaError_t e, const char *what, const char *file, int line) {
-    if (e != cudaSuccess) die("%s:%d: %s failed: %s", file, line, what, cudaGetErrorString(e));
+    if (e != cudaSuccess)
+        backend_fail("%s:%d: %s failed: %s", file, line, what, cudaGetErrorString(e));
 }
 static void cudnn_check(cudnnStatus_t s, const char *what, const char *file, int line) {
     if (s == CUDNN_STATUS_SUCCESS) return;
     char detail[512] = "";
     cudnnGetLastErrorString(detail, sizeof detail);
-    die("%s:%d: %s failed: %s%s%s", file, line, what, cudnnGetErrorString(s), detail[0] ? ": " : "",
-        detail);
+    backend_fail("%s:%d: %s failed: %s%s%s", file, line, what, cudnnGetErrorString(s),
+                 detail[0] ? ": " : "", detail);
 }
 static void cublas_check(cublasStatus_t s, const char *what, const char *file, int line) {
     if (s != CUBLAS_STATUS_SUCCESS)
-        die("%s:%d: %s failed: %s", file, line, what, cublasGetStatusString(s));
+        backend_fail("%s:%d: %s failed: %s", file, line, what, cublasGetStatusString(s));
 }
 
 // ----------------------------------------------------------------------------
@@ -130,8 +131,8 @@ static void *grow(CudaCtx *c, void *p, size_t *cap, size_t need) {
     void *q = NULL;
     cudaError_t e = cudaMalloc(&q, need);
     if (e != cudaSuccess)
-        die("backend_cuda: out of GPU memory allocating a %.1f MiB buffer (%s): use a smaller "
-            "--batch", need / 1048576.0, cudaGetErrorString(e));
+        backend_fail("backend_cuda: out of GPU memory allocating a %.1f MiB buffer (%s): use a "
+                     "smaller --batch", need / 1048576.0, cudaGetErrorString(e));
     *cap = need;
     return q;
 }
@@ -347,6 +348,25 @@ __global__ void k_col_sum(const float *dy, float *db, int N, int M) {
     }
 }
 
+// fp16 linear layer (autocast): the bias cast to fp16 and broadcast into the output, which the
+// product then accumulates into (beta 1, as PyTorch's addmm); casts; fp16 column sums.
+__global__ void k_bias_to_half(const float *b, __half *y, size_t total, int M) {
+    GRID_LOOP(i, total) y[i] = __float2half_rn(b[i % M]);
+}
+__global__ void k_half_to_float(const __half *x, float *y, size_t n) {
+    GRID_LOOP(i, n) y[i] = __half2float(x[i]);
+}
+__global__ void k_float_to_half(const float *x, __half *y, size_t n) {
+    GRID_LOOP(i, n) y[i] = __float2half_rn(x[i]);
+}
+__global__ void k_col_sum_half(const __half *dy, float *db, int N, int M) {
+    GRID_LOOP(j, (size_t)M) {
+        double s = 0.0;
+        for (int i = 0; i < N; i++) s += (double)__half2float(dy[(size_t)i * M + j]);
+        db[j] = __half2float(__float2half_rn((float)s));
+    }
+}
+
 // ----------------------------------------------------------------------------
 // batch norm: parameter gradients by our own reduction (used where cuDNN would need a dx we do
 // not want, and for the eval-mode backward, which cuDNN lacks). One block of 256 threads per
@@ -467,13 +487,15 @@ static Tensor *tensor_new(Backend *be, int n, int c, int h, int w) {
     Tensor *t = (Tensor *)xcalloc(1, sizeof(Tensor));
     t->n = n, t->c = c, t->h = h, t->w = w;
     t->numel = numel;
+    t->cap_n = n;
     t->be = be;
     t->priv = xcalloc(1, sizeof(CuTensor));
     cut(t)->version = 1;
     cudaError_t e = cudaMalloc(&t->data, bytes);
     if (e != cudaSuccess)
-        die("backend_cuda: out of GPU memory allocating a (%d, %d, %d, %d) tensor (%.1f MiB): %s; "
-            "use a smaller --batch", n, c, h, w, bytes / 1048576.0, cudaGetErrorString(e));
+        backend_fail("backend_cuda: out of GPU memory allocating a (%d, %d, %d, %d) tensor "
+                     "(%.1f MiB): %s; use a smaller --batch", n, c, h, w, bytes / 1048576.0,
+                     cudaGetErrorString(e));
     CUDA_CHECK(cudaMemsetAsync(t->data, 0, bytes, ctx_of(be)->stream));
     return t;
 }
@@ -527,6 +549,25 @@ static int tensor_nonfinite(const Tensor *t) {
     CUDA_CHECK(cudaMemcpyAsync(&h, c->flag, sizeof(int), cudaMemcpyDeviceToHost, c->stream));
     CUDA_CHECK(cudaStreamSynchronize(c->stream));
     return h;
+}
+
+// GradScaler's check over every gradient: one flag, all the kernels queued, one read back (one
+// host synchronisation per step instead of one per parameter).
+static int tensors_nonfinite(Backend *be, Tensor *const *ts, int count) {
+    CudaCtx *c = ctx_of(be);
+    int h = 0;
+    CUDA_CHECK(cudaMemsetAsync(c->flag, 0, sizeof(int), c->stream));
+    for (int i = 0; i < count; i++)
+        if (ts[i]) LAUNCH(k_nonfinite, ts[i]->numel, F(ts[i]), ts[i]->numel, c->flag);
+    CUDA_CHECK(cudaMemcpyAsync(&h, c->flag, sizeof(int), cudaMemcpyDeviceToHost, c->stream));
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    return h;
+}
+
+// A view of the first n samples: same memory; the fp16 copy is remade (its layout follows n).
+static void tensor_set_batch(Tensor *t, int n) {
+    backend_set_batch_shape(t, n);
+    touch(t);
 }
 
 // The fp16 NHWC (KRSC for a weight) copy of t, cached with t: remade only when t has been
@@ -622,8 +663,8 @@ static ConvPlan *conv_plan(Backend *be, int dir, const Tensor *x, const Tensor *
                   cudnnGetConvolutionBackwardFilterWorkspaceSize, cudnnConvolutionBwdFilterAlgo_t,
                   pl->x, pl->y, pl->conv, pl->w);
     if (pl->algo < 0)
-        die("%s:%d: cuDNN offers no %s%s algorithm for conv x (%d, %d, %d, %d), w (%d, %d, %d, %d) "
-            "stride %d pad %d%s", __FILE__, __LINE__, c->deterministic ? "deterministic " : "",
+        backend_fail("%s:%d: cuDNN offers no %s%s algorithm for conv x (%d, %d, %d, %d), "
+                     "w (%d, %d, %d, %d) stride %d pad %d%s", __FILE__, __LINE__, c->deterministic ? "deterministic " : "",
             dir == 0 ? "forward" : dir == 1 ? "backward-data" : "backward-filter", x->n, x->c,
             x->h, x->w, w->n, w->c, w->h, w->w, stride, pad,
             c->deterministic ? " (unset PETS_DETERMINISTIC to allow any)" : "");
@@ -869,7 +910,13 @@ static void avgpool_backward(Backend *be, const Tensor *dy, Tensor *dx) {
 }
 
 // ----------------------------------------------------------------------------
-// linear layer (cuBLAS, fp32 in both precisions), loss, optimizer
+// linear layer (cuBLAS), loss, optimizer
+//
+// fp32: cublasSgemm, true fp32 (no TF32). fp16: as autocast runs nn.Linear: x, w and the bias cast
+// to fp16, cublasGemmEx with fp16 inputs and outputs and fp32 accumulation (CUBLAS_COMPUTE_32F);
+// the gradients the same way from dy cast to fp16, each rounded to fp16 (so a loss scale too
+// large for fp16 gives inf there, and GradScaler skips the step as PyTorch's does), then stored
+// as fp32 (the master weights' gradients).
 //
 // cuBLAS is column-major: a row-major (R, C) matrix is a column-major (C, R) one, its transpose.
 //   y (N, M) = x (N, K) w^T      <=>  y^T (M, N) = w (M, K) x^T (K, N)
@@ -893,10 +940,53 @@ static void linear_forward(Backend *be, const Tensor *x, const Tensor *w, const 
     linear_shapes("linear_forward", x, w, y, &N, &K, &M);
     if (b && b->numel != (size_t)M) die("backend_cuda: linear_forward: bias has %zu values, not %d", b->numel, M);
     const float one = 1.f, zero = 0.f;
-    CUBLAS_CHECK(cublasSgemm(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, M, N, K, &one, F(w), K, F(x), K,
-                             &zero, F(y), M));
-    if (b) LAUNCH(k_add_bias, (size_t)N * M, F(y), F(b), (size_t)N * M, M);
+    if (be->precision == PREC_FP16) {
+        // (N, K, 1, 1) and (M, K, 1, 1): their NHWC fp16 copies are the row-major matrices
+        const __half *xh = half_copy(be, x), *wh = half_copy(be, w);
+        c->half_out = (__half *)grow(c, c->half_out, &c->half_out_cap, y->numel * sizeof(__half));
+        if (b) LAUNCH(k_bias_to_half, y->numel, F(b), c->half_out, y->numel, M);
+        const float beta = b ? 1.f : 0.f;
+        CUBLAS_CHECK(cublasGemmEx(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, M, N, K, &one, wh, CUDA_R_16F,
+                                  K, xh, CUDA_R_16F, K, &beta, c->half_out, CUDA_R_16F, M,
+                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        LAUNCH(k_half_to_float, y->numel, c->half_out, F(y), y->numel);
+    } else {
+        CUBLAS_CHECK(cublasSgemm(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, M, N, K, &one, F(w), K, F(x),
+                                 K, &zero, F(y), M));
+        if (b) LAUNCH(k_add_bias, (size_t)N * M, F(y), F(b), (size_t)N * M, M);
+    }
     touch(y);
+}
+
+// out = A B (column-major, cuBLAS's view) from fp16 operands with fp32 accumulation, rounded to
+// fp16, then stored as out's fp32 values.
+static void gemm_half_to(Backend *be, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                         int k, const __half *A, int lda, const __half *B, int ldb, Tensor *out) {
+    CudaCtx *c = ctx_of(be);
+    const float one = 1.f, zero = 0.f;
+    c->half_out = (__half *)grow(c, c->half_out, &c->half_out_cap, out->numel * sizeof(__half));
+    CUBLAS_CHECK(cublasGemmEx(c->cublas, ta, tb, m, n, k, &one, A, CUDA_R_16F, lda, B, CUDA_R_16F,
+                              ldb, &zero, c->half_out, CUDA_R_16F, m, CUBLAS_COMPUTE_32F,
+                              CUBLAS_GEMM_DEFAULT));
+    LAUNCH(k_half_to_float, out->numel, c->half_out, F(out), out->numel);
+    touch(out);
+}
+
+// The fp16 backward (see above): dx = dy w, dw = dy^T x, db = column sums of dy, all from fp16
+// operands, each result rounded to fp16.
+static void linear_backward_half(Backend *be, const Tensor *x, const Tensor *w, const Tensor *dy,
+                                 Tensor *dx, Tensor *dw, Tensor *db, int N, int K, int M) {
+    CudaCtx *c = ctx_of(be);
+    c->half_dy = (__half *)grow(c, c->half_dy, &c->half_dy_cap, dy->numel * sizeof(__half));
+    LAUNCH(k_float_to_half, dy->numel, F(dy), c->half_dy, dy->numel);
+    if (dx) // dx^T (K, N) = w^T (K, M) dy^T (M, N)
+        gemm_half_to(be, CUBLAS_OP_N, CUBLAS_OP_N, K, N, M, half_copy(be, w), K, c->half_dy, M, dx);
+    if (dw) // dw^T (K, M) = x^T (K, N) dy (N, M)
+        gemm_half_to(be, CUBLAS_OP_N, CUBLAS_OP_T, K, M, N, half_copy(be, x), K, c->half_dy, M, dw);
+    if (db) {
+        LAUNCH(k_col_sum_half, (size_t)M, c->half_dy, F(db), N, M);
+        touch(db);
+    }
 }
 
 static void linear_backward(Backend *be, const Tensor *x, const Tensor *w, const Tensor *dy,
@@ -907,6 +997,10 @@ static void linear_backward(Backend *be, const Tensor *x, const Tensor *w, const
     if (dx && dx->numel != x->numel) die("backend_cuda: linear_backward: dx does not match x");
     if (dw && dw->numel != w->numel) die("backend_cuda: linear_backward: dw does not match w");
     if (db && db->numel != (size_t)M) die("backend_cuda: linear_backward: db is not (%d)", M);
+    if (be->precision == PREC_FP16) {
+        linear_backward_half(be, x, w, dy, dx, dw, db, N, K, M);
+        return;
+    }
     const float one = 1.f, zero = 0.f;
     if (dx) {
         CUBLAS_CHECK(cublasSgemm(c->cublas, CUBLAS_OP_N, CUBLAS_OP_N, K, N, M, &one, F(w), K, F(dy),
@@ -1019,14 +1113,14 @@ static void no_gpu_reason(cudaError_t e, char *buf, size_t len) {
         snprintf(buf, len, "cudaGetDeviceCount: %s", cudaGetErrorString(e));
 }
 
-extern "C" int backend_cuda_available(void) {
+extern "C" int backend_cuda_device_available(void) {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     cudaGetLastError(); // clear the "no device" error
     return e == cudaSuccess && n >= 1;
 }
 
-extern "C" Backend *backend_cuda_create(Precision precision, char *err, size_t errlen) {
+extern "C" Backend *backend_cuda_device_create(Precision precision, char *err, size_t errlen) {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess || n < 1) {
@@ -1107,6 +1201,8 @@ extern "C" Backend *backend_cuda_create(Precision precision, char *err, size_t e
     be->tensor_fill = tensor_fill;
     be->tensor_copy = tensor_copy;
     be->tensor_nonfinite = tensor_nonfinite;
+    be->tensors_nonfinite = tensors_nonfinite;
+    be->tensor_set_batch = tensor_set_batch;
     be->conv2d_forward = conv2d_forward;
     be->conv2d_backward = conv2d_backward;
     be->batchnorm_forward = batchnorm_forward;

@@ -31,8 +31,10 @@ if(PETS_HAVE_CUDA)
   target_sources(nn PRIVATE code/nn/backend_cuda.cu)
   # nn was created (code/nn/nn.cmake) before CUDA was enabled, so it did not pick the default up.
   set_property(TARGET nn PROPERTY CUDA_ARCHITECTURES ${CMAKE_CUDA_ARCHITECTURES})
+  # Warnings shown, never errors: a newer CUDA or cuDNN deprecates APIs (the legacy convolution
+  # API is marked deprecated in cuDNN 9) and a user's build must not fail on that.
   set_source_files_properties(code/nn/backend_cuda.cu PROPERTIES COMPILE_OPTIONS
-    "-Xcompiler=-Wall,-Wextra,-Werror;--Werror=all-warnings")
+    "-Xcompiler=-Wall,-Wextra")
   target_include_directories(nn PRIVATE ${CUDNN_INCLUDE_DIR})
   target_compile_definitions(nn PUBLIC PETS_HAVE_CUDA=1)
   target_link_libraries(nn PUBLIC CUDA::cudart CUDA::cublas ${CUDNN_LIBRARY})

@@ -14,8 +14,8 @@ if(NOT DNNL_INCLUDE_DIR OR NOT DNNL_LIBRARY)
 endif()
 
 add_library(nn STATIC code/nn/backend.c code/nn/backend_cpu.c code/nn/backend_cpu_fast.c
-                      code/nn/cpu_conv_dnnl.c code/nn/dnnl_compat.c code/nn/adam.c code/nn/resnet34.c
-                      code/nn/train.c)
+                      code/nn/backend_standin.c code/nn/selfcheck.c code/nn/cpu_conv_dnnl.c
+                      code/nn/dnnl_compat.c code/nn/adam.c code/nn/resnet34.c code/nn/train.c)
 target_include_directories(nn SYSTEM PRIVATE ${DNNL_INCLUDE_DIR})
 target_link_libraries(nn PUBLIC pth common m OpenMP::OpenMP_C ${DNNL_LIBRARY})
 # backend_cpu_create installs the fast kernels over the reference ones (unless
@@ -23,5 +23,13 @@ target_link_libraries(nn PUBLIC pth common m OpenMP::OpenMP_C ${DNNL_LIBRARY})
 target_compile_definitions(nn PRIVATE PETS_HAVE_CPU_FAST=1)
 # sqrtf need not set errno (its results are unchanged): lets GCC vectorise Adam's loop.
 set_source_files_properties(code/nn/backend_cpu_fast.c PROPERTIES COMPILE_OPTIONS -fno-math-errno)
+# The build runs on any x86-64; the same fast kernels compiled for AVX2 + FMA are chosen at run time
+# where the CPU has them (backend_cpu_fast_avx2.c; core/cpu.h).
+if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
+  target_sources(nn PRIVATE code/nn/backend_cpu_fast_avx2.c)
+  target_compile_definitions(nn PRIVATE PETS_CPU_FAST_AVX2=1)
+  set_source_files_properties(code/nn/backend_cpu_fast_avx2.c PROPERTIES COMPILE_OPTIONS
+                              "-fno-math-errno;-mavx2;-mfma;-ffp-contract=off")
+endif()
 
 include(code/nn/cuda.cmake)

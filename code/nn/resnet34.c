@@ -3,8 +3,10 @@
 // through pth.h, forward in train and eval mode, cross-entropy and backward with freezing.
 //
 // Activation memory. Every activation lives in a pool of backend tensors keyed by shape, made
-// lazily for the batch shape of the forward pass and reused by later steps (the pool is emptied
-// only when the batch shape changes). A tensor goes back to the pool as soon as nothing needs it:
+// lazily for the batch shape of the forward pass and reused by later steps. The pool is sized by
+// batch capacity: a smaller batch (an epoch's last) views the first samples of the same tensors
+// (tensor_set_batch); only a larger batch or another image size empties it. A tensor goes back
+// to the pool as soon as nothing needs it:
 // - forward keeps only what backward reads (a conv's input, a batch norm's input, a relu's
 //   output), and nothing at all below the lowest trainable layer (an eval pass or a frozen
 //   backbone runs in a handful of buffers per shape);
@@ -75,14 +77,15 @@ struct ResNet34 {
     Block blocks[NUM_BLOCKS];
     Param *fc_w, *fc_b;
 
-    // activation pool, for batches of shape (pool_n, 3, pool_h, pool_w)
+    // activation pool, for batches of up to pool_n images of pool_h x pool_w (its tensors hold
+    // pool_n samples each)
     PoolEntry *pool;
     int npool, cap_pool;
     int pool_n, pool_h, pool_w;
     Tensor *x;                   // input (N, 3, H, W)
     Tensor *c0, *r0, *p0;        // stem: conv1 out, relu(bn1) out, maxpool out
-    // head, for batches of head_n
-    int head_n;
+    // head, for batches of head_n (its tensors hold head_cap samples)
+    int head_n, head_cap;
     Tensor *feat, *dfeat;        // pooled features (N, 512, 1, 1) and their gradient
     Tensor *logits, *dlogits;    // (N, classes, 1, 1)
     // what the last forward did
@@ -529,22 +532,27 @@ static void pool_reset(ResNet34 *m) {
     for (int i = 0; i < m->npool; i++) m->pool[i].used = 0;
 }
 
+// A free pool tensor of shape (n, c, h, w), n <= pool_n: one of capacity pool_n viewing n samples.
 static Tensor *pool_get(ResNet34 *m, int n, int c, int h, int w) {
-    for (int i = 0; i < m->npool; i++) {
-        Tensor *t = m->pool[i].t;
-        if (!m->pool[i].used && t->n == n && t->c == c && t->h == h && t->w == w) {
+    Tensor *t = NULL;
+    for (int i = 0; i < m->npool && !t; i++) {
+        Tensor *u = m->pool[i].t;
+        if (!m->pool[i].used && u->c == c && u->h == h && u->w == w) {
             m->pool[i].used = 1;
-            return t;
+            t = u;
         }
     }
-    if (m->npool == m->cap_pool) {
-        m->cap_pool = m->cap_pool ? 2 * m->cap_pool : 32;
-        m->pool = xrealloc(m->pool, (size_t)m->cap_pool * sizeof(PoolEntry));
+    if (!t) {
+        if (m->npool == m->cap_pool) {
+            m->cap_pool = m->cap_pool ? 2 * m->cap_pool : 32;
+            m->pool = xrealloc(m->pool, (size_t)m->cap_pool * sizeof(PoolEntry));
+        }
+        t = m->be->tensor_new(m->be, m->pool_n, c, h, w);
+        m->pool[m->npool].t = t;
+        m->pool[m->npool].used = 1;
+        m->npool++;
     }
-    Tensor *t = m->be->tensor_new(m->be, n, c, h, w);
-    m->pool[m->npool].t = t;
-    m->pool[m->npool].used = 1;
-    m->npool++;
+    if (t->n != n) m->be->tensor_set_batch(t, n);
     return t;
 }
 
@@ -567,16 +575,27 @@ static void pool_put(ResNet34 *m, Tensor *t) {
 
 static int conv_out(int in, int k, int stride, int pad) { return (in + 2 * pad - k) / stride + 1; }
 
+// The head's tensor *t of (head_n, c, 1, 1), made with capacity head_cap when missing.
+static Tensor *head_tensor(ResNet34 *m, Tensor **t, int c) {
+    if (!*t) *t = m->be->tensor_new(m->be, m->head_cap, c, 1, 1);
+    if ((*t)->n != m->head_n) m->be->tensor_set_batch(*t, m->head_n);
+    return *t;
+}
+
 static void head_alloc(ResNet34 *m, int n) {
-    if (m->head_n == n) return;
     Backend *be = m->be;
-    free_tensor(be, &m->feat);
-    free_tensor(be, &m->dfeat);
-    free_tensor(be, &m->logits);
-    free_tensor(be, &m->dlogits);
-    m->feat = be->tensor_new(be, n, RESNET34_FEATURES, 1, 1);
-    m->logits = be->tensor_new(be, n, m->num_classes, 1, 1);
+    if (n > m->head_cap) {
+        free_tensor(be, &m->feat);
+        free_tensor(be, &m->dfeat);
+        free_tensor(be, &m->logits);
+        free_tensor(be, &m->dlogits);
+        m->head_cap = n;
+    }
     m->head_n = n;
+    head_tensor(m, &m->feat, RESNET34_FEATURES);
+    head_tensor(m, &m->logits, m->num_classes);
+    if (m->dfeat) head_tensor(m, &m->dfeat, RESNET34_FEATURES);
+    if (m->dlogits) head_tensor(m, &m->dlogits, m->num_classes);
 }
 
 static void block_forward(ResNet34 *m, Block *b, Tensor *a, int train, int keep) {
@@ -706,12 +725,13 @@ void resnet34_forward(ResNet34 *m, const float *x, int n, int h, int w, int bn_t
         die("resnet34_forward: batch norm in training mode needs more than one value per channel, "
             "but a batch of %d at %dx%d leaves %dx%d at layer4 (use a batch of 2 or more, or eval mode)",
             n, h, w, h4, w4);
-    if (n != m->pool_n || h != m->pool_h || w != m->pool_w) {
+    if (n > m->pool_n || h != m->pool_h || w != m->pool_w) {
         pool_clear(m);
         free_tensor(be, &m->x);
         m->x = be->tensor_new(be, n, 3, h, w);
         m->pool_n = n, m->pool_h = h, m->pool_w = w;
     }
+    if (m->x->n != n) be->tensor_set_batch(m->x, n);
     pool_reset(m);
     head_alloc(m, n);
     // Units >= keep_from keep what backward reads: from the lowest trainable one, in train mode
@@ -874,8 +894,7 @@ static void network_backward(ResNet34 *m) {
     // fc: logits = feat fc_w^T + fc_b
     Tensor *dfeat = NULL;
     if (lowest < UNIT_FC) {
-        if (!m->dfeat) m->dfeat = be->tensor_new(be, m->head_n, RESNET34_FEATURES, 1, 1);
-        dfeat = m->dfeat;
+        dfeat = head_tensor(m, &m->dfeat, RESNET34_FEATURES);
     }
     Tensor *dw = trainable(m->fc_w) ? m->fc_w->grad : NULL, *db = trainable(m->fc_b) ? m->fc_b->grad : NULL;
     if (dfeat || dw || db) be->linear_backward(be, m->feat, m->fc_w->value, m->dlogits, dfeat, dw, db);
@@ -932,7 +951,7 @@ double resnet34_loss(ResNet34 *m, const int *labels, int mean, int backward, flo
     if (!m->saved_valid)
         die("resnet34_loss: backward twice after one forward (the activations were consumed by "
             "the first backward); run the forward again");
-    if (!m->dlogits) m->dlogits = be->tensor_new(be, m->head_n, k, 1, 1);
+    head_tensor(m, &m->dlogits, k);
     const float scale = mean ? loss_scale / (float)n : loss_scale;
     double loss = be->cross_entropy_forward_backward(be, m->logits, labels, m->dlogits, scale);
     network_backward(m);
@@ -941,9 +960,11 @@ double resnet34_loss(ResNet34 *m, const int *labels, int mean, int backward, flo
 }
 
 int resnet34_grads_nonfinite(ResNet34 *m) {
+    Tensor *grads[MAX_PARAMS];
+    int n = 0;
     for (int i = 0; i < m->nparams; i++) {
         Param *p = &m->params[i];
-        if (trainable(p) && p->grad && m->be->tensor_nonfinite(p->grad)) return 1;
+        if (trainable(p) && p->grad) grads[n++] = p->grad;
     }
-    return 0;
+    return n ? m->be->tensors_nonfinite(m->be, grads, n) : 0; // one host synchronisation
 }
