@@ -20,7 +20,6 @@
 #include <string.h>
 
 #include "core/common.h"
-#include "core/sha256.h"
 #include "data/preprocess.h"
 #include "experiment/experiment.h"
 #include "experiment/few_shot.h"
@@ -147,21 +146,6 @@ static double baseline_run(Sweep *w, int method, const int *items, int n) {
 
 // What the numbers of a run depend on besides (method, k, seed): a run in the CSV with another
 // configuration is not reused.
-static void config_key(const Experiment *x, char out[17]) {
-    char *desc = xasprintf("07 v1 weights=%s:%llu data=%s,%s device=%s precision=%s limit=%d "
-                           "epochs=%d batch=%d", x->weights_sha, (unsigned long long)x->a.seed,
-                           x->data_key[0], x->data_key[1], x->be->name,
-                           x->precision == PREC_FP16 ? "fp16" : "fp32", x->a.limit, x->a.epochs,
-                           x->a.batch_size);
-    Sha256 h;
-    char hex[65];
-    sha256_init(&h);
-    sha256_update(&h, desc, strlen(desc));
-    sha256_final_hex(&h, hex);
-    memcpy(out, hex, 16);
-    out[16] = 0;
-    free(desc);
-}
 
 static void parse_methods(const char *list, int use[N_METHODS]) {
     char buf[256];
@@ -257,6 +241,48 @@ typedef struct {
     long long seed;
 } Run;
 
+// region: inputs
+// The features of chapter 4's cache (the same key: weights, data, device, precision) for fe and
+// the baselines; chapter 5's crop cache for fine-tuning; the starting weights. Returns the number
+// of breeds the training split holds.
+static int open_inputs(Sweep *w, const int *use) {
+    Experiment *x = &w->x;
+    for (int s = 0; s < 2; s++) {
+        const PetSplit *ds = s ? &x->val : &x->train;
+        w->labels[s] = xmalloc((size_t)ds->n * sizeof(int));
+        for (int i = 0; i < ds->n; i++) w->labels[s][i] = ds->items[i].label;
+        if (use[M_FE] || use[M_PROTOTYPE] || use[M_KNN1]) {
+            w->features[s] = exp_feature_cache(x, s, &w->ok[s]);
+            w->head[s] = source_features(x, s, w->features[s], w->ok[s]);
+        }
+        if (use[M_FT]) {
+            exp_image_cache(x, s, &w->crops[s]);
+            w->images[s] = source_images(x, s, &w->crops[s]);
+            if (!w->ok[s]) {
+                w->ok[s] = xmalloc((size_t)ds->n);
+                memcpy(w->ok[s], w->crops[s].ok, (size_t)ds->n);
+            }
+        }
+    }
+    resnet34_to_state(x->model, &w->start);
+    int classes = 0;
+    for (int c = 0; c < PETS_NUM_CLASSES; c++) classes += x->train.class_count[c] > 0;
+    return classes;
+}
+// endregion
+
+static void close_inputs(Sweep *w) {
+    for (int s = 0; s < 2; s++) {
+        source_free(w->head[s]);
+        source_free(w->images[s]);
+        if (w->crops[s].map) cache_close(&w->crops[s]);
+        free(w->features[s]);
+        free(w->ok[s]);
+        free(w->labels[s]);
+    }
+    sd_free(&w->start);
+}
+
 int main(int argc, char **argv) {
     // region: options
     const char *per_class = fs_take_option(&argc, argv, "--per-class");
@@ -280,32 +306,9 @@ int main(int argc, char **argv) {
     Experiment *x = &w.x;
     exp_setup(x, &a, "07-data-efficiency", NULL, "data-efficiency");
     char config[17], err[1024];
-    config_key(x, config);
+    fs_config_key(x, config);
 
-    // region: inputs
-    // The features of chapter 4's cache (the same key: weights, data, device, precision) for
-    // fe and the baselines; chapter 5's crop cache for fine-tuning; the starting weights.
-    for (int s = 0; s < 2; s++) {
-        const PetSplit *ds = s ? &x->val : &x->train;
-        w.labels[s] = xmalloc((size_t)ds->n * sizeof(int));
-        for (int i = 0; i < ds->n; i++) w.labels[s][i] = ds->items[i].label;
-        if (use[M_FE] || use[M_PROTOTYPE] || use[M_KNN1]) {
-            w.features[s] = exp_feature_cache(x, s, &w.ok[s]);
-            w.head[s] = source_features(x, s, w.features[s], w.ok[s]);
-        }
-        if (use[M_FT]) {
-            exp_image_cache(x, s, &w.crops[s]);
-            w.images[s] = source_images(x, s, &w.crops[s]);
-            if (!w.ok[s]) {
-                w.ok[s] = xmalloc((size_t)ds->n);
-                memcpy(w.ok[s], w.crops[s].ok, (size_t)ds->n);
-            }
-        }
-    }
-    resnet34_to_state(x->model, &w.start);
-    int classes = 0;
-    for (int c = 0; c < PETS_NUM_CLASSES; c++) classes += x->train.class_count[c] > 0;
-    // endregion
+    int classes = open_inputs(&w, use);
 
     // region: plan
     // Every (k, seed, method), k ascending. A run that the CSV holds with this configuration is
@@ -380,15 +383,7 @@ int main(int argc, char **argv) {
     write_results(x, rows, n_plan, ks, nk, classes, kept, ft_max, seeds);
     printf("results: %s, %s/07-data-efficiency.{summary.csv,json}\n", csv, a.results);
 
-    for (int s = 0; s < 2; s++) {
-        source_free(w.head[s]);
-        source_free(w.images[s]);
-        if (w.crops[s].map) cache_close(&w.crops[s]);
-        free(w.features[s]);
-        free(w.ok[s]);
-        free(w.labels[s]);
-    }
-    sd_free(&w.start);
+    close_inputs(&w);
     free(items);
     free(plan);
     free(rows);

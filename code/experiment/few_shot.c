@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/common.h"
+#include "core/sha256.h"
 #include "core/rng.h"
 
 // ----------------------------------------------------------------------------
@@ -381,4 +382,23 @@ int fs_parse_ks(const char *opt, const char *list, int *ks, int max) {
 bad:
     fs_bad_option("%s expects a comma-separated list of images per class (positive integers or "
                   "all), got '%s'", opt, list);
+}
+
+// ----------------------------------------------------------------------------
+// the sweep's configuration key
+
+void fs_config_key(const Experiment *x, char out[17]) {
+    char *desc = xasprintf("07 v1 weights=%s:%llu data=%s,%s device=%s precision=%s limit=%d "
+                           "epochs=%d batch=%d", x->weights_sha, (unsigned long long)x->a.seed,
+                           x->data_key[0], x->data_key[1], x->be->name,
+                           x->precision == PREC_FP16 ? "fp16" : "fp32", x->a.limit, x->a.epochs,
+                           x->a.batch_size);
+    Sha256 h;
+    char hex[65];
+    sha256_init(&h);
+    sha256_update(&h, desc, strlen(desc));
+    sha256_final_hex(&h, hex);
+    memcpy(out, hex, 16);
+    out[16] = 0;
+    free(desc);
 }

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "data/dataset.h"
+#include "experiment/experiment.h"
 
 // ----------------------------------------------------------------------------
 // subsets and the epoch rule
@@ -110,5 +111,9 @@ void fs_k_name(int k, char *out, size_t len);
 // Parses a comma-separated list of per-class counts ("1,2,5,all"; all = 0) into ks (ascending,
 // all last, no duplicates); returns the count, or exits 2 with a message naming opt.
 int fs_parse_ks(const char *opt, const char *list, int *ks, int max);
+
+// The 16 hex digits that name a sweep's configuration (weights, data, device, precision, --limit,
+// --epochs, batch size): a CSV row made under another one is not reused.
+void fs_config_key(const Experiment *x, char out[17]);
 
 #endif // FEW_SHOT_H
