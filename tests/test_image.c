@@ -10,7 +10,9 @@
 //   - streams stb_image 2.27 mishandles (found by fuzzing, tests/fuzz/) are refused, each forged
 //     here: (a) a JPEG scan using a Huffman table no DHT defined, (b) a PNG zlib stream using the
 //     invalid distance codes 30/31, (c) an empty IDAT before the image data, (d) a JPEG component
-//     using a quantization table no DQT defined, (e) a JPEG component no scan decodes;
+//     using a quantization table no DQT defined, (e) a JPEG component no scan decodes, (f) an IDAT
+//     and (g) an IEND whose lengths run past the end of the file (stb decodes at IEND without
+//     reading its length, so the stream before it is still checked);
 //   - image_write_png round-trips and writes atomically (no temporary left behind; a failed write
 //     leaves the old file).
 //   - with --shared DIR: the real set's MATLAB files are refused, Abyssinian_5.jpg (PNG with
@@ -386,7 +388,8 @@ static void forge_zlib(Bits *z, int dcode) {
 
 // (b) distance codes 30 and 31 (stb: distance 0, copying bytes never written) and (c) an empty
 // IDAT before the data (stb: a copy to a NULL pointer). The same stream with distance code 0
-// decodes, and so does the valid stream after the empty IDAT when that IDAT is left out.
+// decodes, and so does the valid stream after the empty IDAT when that IDAT is left out. Also
+// (f) an IDAT and (g) an IEND whose lengths run past the end of the file.
 static void test_png_streams(void) {
     Bits z, png;
     Image img;
@@ -411,6 +414,13 @@ static void test_png_streams(void) {
     forge_png(&png, &z, 0);
     png.b[33] = 0x3F, png.b[34] = 0xFF, png.b[35] = 0xFF, png.b[36] = 0xF0; // 8 + 25 (IHDR chunk)
     expect_error(png.b, png.n, "huge-idat.png", "IDAT chunk runs past the end");
+    // (g) an invalid stream followed by an IEND whose length runs past the end of the file: stb
+    // decodes at IEND without reading its length, so the stream must still be checked
+    // (tests/fuzz/regress/image/png-iend-length-past-end.png, fuzz_image_msan)
+    forge_zlib(&z, 30);
+    forge_png(&png, &z, 0);
+    png.b[png.n - 12 + 3] = 0xF8; // IEND's length: 248 bytes that the file does not have
+    expect_error(png.b, png.n, "iend-past-end.png", "invalid distance code");
 }
 
 static void test_write_png(const char *tmp) {

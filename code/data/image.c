@@ -495,6 +495,11 @@ static int png_check_stream(const uint8_t *buf, size_t n, const char **why) {
         uint32_t len = be32(buf + p);
         const uint8_t *type = buf + p + 4;
         p += 8;
+        if (!memcmp(type, "IEND", 4)) { // stb decodes here and never reads IEND's length or data
+            if (idat_n >= 2 || (raw_deflate && idat_n))
+                rc = deflate_check(idat + (raw_deflate ? 0 : 2), idat_n - (raw_deflate ? 0 : 2), why);
+            break;
+        }
         if (len > n - p) { // stb would first allocate what the length claims (up to 1 GiB)
             if (!memcmp(type, "IDAT", 4)) {
                 *why = "truncated PNG (an IDAT chunk runs past the end of the file)";
@@ -512,11 +517,6 @@ static int png_check_stream(const uint8_t *buf, size_t n, const char **why) {
             idat = xrealloc(idat, idat_n + len + 1);
             memcpy(idat + idat_n, buf + p, len);
             idat_n += len;
-        }
-        if (!memcmp(type, "IEND", 4)) {
-            if (idat_n >= 2 || (raw_deflate && idat_n))
-                rc = deflate_check(idat + (raw_deflate ? 0 : 2), idat_n - (raw_deflate ? 0 : 2), why);
-            break;
         }
         if (n - p - len < 4) break;
         p += len + 4; // data and CRC
