@@ -11,14 +11,9 @@
 
 #define STB_TRUETYPE_IMPLEMENTATION
 #define STBTT_STATIC
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wunused-parameter"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
-#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+// stb is included as a system header (SYSTEM in the CMake fragment), so its own warnings are
+// not ours and need no pragmas; our code keeps every warning.
 #include <stb_truetype.h>
-#pragma GCC diagnostic pop
 
 // ----------------------------------------------------------------------------
 // canvas
