@@ -69,11 +69,13 @@ data: deps
 # Coverage-guided fuzzing of every parser of outside input (tests/fuzz/): builds the libFuzzer
 # targets with clang in build-fuzz/ and runs each for FUZZ_SECONDS; fails on a crash, leak or
 # timeout (the input is kept under build-fuzz/crashes/). Needs clang and its runtimes.
+# FUZZ_SEED=N fixes libFuzzer's random seed (CI does: a failure repeats with the same command).
 FUZZ_SECONDS ?= 60
+FUZZ_SEED ?=
 FUZZ_PACKAGES = clang libclang-rt-dev
 fuzz: deps
 	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(FUZZ_PACKAGES)"
-	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_SEED=$(FUZZ_SEED) tests/fuzz/run.sh
 
 # The whole tree with AddressSanitizer + UndefinedBehaviorSanitizer (any report is fatal) in
 # build-sanitize/, then the CTest suite there; PETS_TEST_QUICK=1 shortens the long parity tests.

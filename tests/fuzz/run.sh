@@ -5,7 +5,9 @@
 # which must all pass), with the target's dictionary. Prints executions and coverage per target;
 # a crash, leak, timeout or out-of-memory input is kept under <build>/crashes/ and fails the run.
 #   usage: tests/fuzz/run.sh [target...]      (default: all targets)
-#   environment: FUZZ_SECONDS (per target), FUZZ_BUILD (default build-fuzz), CC (default clang)
+#   environment: FUZZ_SECONDS (per target), FUZZ_BUILD (default build-fuzz), CC (default clang),
+#   FUZZ_SEED (libFuzzer's -seed: CI sets one, so that a red run is repeated exactly by the same
+#   command; unset, every run explores new mutations)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -31,7 +33,7 @@ for t in $TARGETS; do
   log="$BUILD/logs/$t.log"
   "$BUILD/$t" -max_total_time="$SECONDS_PER_TARGET" -timeout=25 -rss_limit_mb=2560 \
     -dict="tests/fuzz/dict/$data.dict" -artifact_prefix="$BUILD/crashes/$t-" \
-    -print_final_stats=1 "${dirs[@]}" >"$log" 2>&1
+    -print_final_stats=1 ${FUZZ_SEED:+-seed="$FUZZ_SEED"} "${dirs[@]}" >"$log" 2>&1
   rc=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
