@@ -22,7 +22,13 @@
 #   can be held tightly; the looser bounds still catch a broken backward pass, optimizer or
 #   BatchNorm update, which change the losses by far more.
 # - against PyTorch fed torchvision's own decoding (libjpeg vs stb_image, <= 3/255 per pixel):
-#   04 losses 2e-3 and 6 images; 05 as above.
+#   the same-pixel tolerances plus, per epoch, the distance between PyTorch's own two runs (its
+#   torchvision-pixel run against its our-pixel run, from reference.csv): if ours is within
+#   tolerance of PyTorch on the same pixels, it is within that sum of PyTorch on other pixels
+#   (triangle inequality). A fixed bound here was a guess: in 05, where one rounding step of the
+#   inputs already moves the first epoch's loss by 3e-4, the other pixels moved PyTorch's own
+#   epoch-1 train loss by 1.7e-3, and ours on Debian 13 (oneDNN 3.7: other summation orders)
+#   landed 2.6e-3 from PyTorch's torchvision-pixel run while 9.2e-4 from its same-pixel run.
 #
 # What the fine-tune comparison CANNOT catch: any mistake that moves 05's numbers by less than
 # those bounds. After epoch 1 it is not checked against the float64 reference (ours-fp64, printed
@@ -60,12 +66,11 @@ SUM=$(sha256sum "$TMP/start.pth" | cut -d' ' -f1)
 [ "$SUM" = "$(param start_sha256)" ] ||
     fail "the starting checkpoint differs from the reference's ($SUM); resnet34_init_random or the pth writer changed: rerun tests/ref_transfer.py"
 
-# tolerances: train-loss rtol, val-loss rtol, accuracy images (same pixels; torchvision's pixels)
+# tolerances: train-loss rtol, val-loss rtol, accuracy images (same pixels; against torchvision's
+# pixels, plus PyTorch's own distance between the two)
 case $VARIANT in
-cached-eval-bn | bn-train)
-    TOL="1e-4 1e-4 1"; TOL_TV="2e-3 2e-3 6" ;;
-fine-tune)
-    TOL="2e-3,3e-2 0.1,0.5 20"; TOL_TV="2e-3,3e-2 0.1,0.5 20" ;;
+cached-eval-bn | bn-train) TOL="1e-4 1e-4 1" ;;
+fine-tune) TOL="2e-3,3e-2 0.1,0.5 20" ;;
 esac
 case $VARIANT in
 cached-eval-bn) PROG=04-feature-extraction; EXTRA=""; NAME=04-feature-extraction; EPOCHS=12 ;;
@@ -117,7 +122,7 @@ grep -c '^Epoch: ' "$TMP/out" | grep -qx "$EPOCHS" || fail "expected $EPOCHS epo
 "$BUILD/test-experiments-compare" "$FIX/reference.csv" "$VARIANT" ours "$R/$NAME.csv" 298 $TOL ||
     fail "$VARIANT differs from PyTorch (same pixels)"
 # shellcheck disable=SC2086
-"$BUILD/test-experiments-compare" "$FIX/reference.csv" "$VARIANT" torchvision "$R/$NAME.csv" 298 $TOL_TV ||
+"$BUILD/test-experiments-compare" "$FIX/reference.csv" "$VARIANT" torchvision "$R/$NAME.csv" 298 $TOL ours ||
     fail "$VARIANT differs from PyTorch (torchvision's decoding)"
 for input in ours-fp64 ours-jitter; do # information: PyTorch in float64, PyTorch jittered
     grep -q "^$VARIANT,$input," "$FIX/reference.csv" &&
