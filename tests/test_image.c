@@ -12,12 +12,19 @@
 //     invalid distance codes 30/31, (c) an empty IDAT before the image data, (d) a JPEG component
 //     using a quantization table no DQT defined, (e) a JPEG component no scan decodes, (f) an IDAT
 //     and (g) an IEND whose lengths run past the end of the file (stb decodes at IEND without
-//     reading its length, so the stream before it is still checked);
+//     reading its length, so the stream before it is still checked), (h) a JPEG scan whose data
+//     ends before its last block (stb's bit reader then hands out bits it does not hold): every
+//     scan of a baseline JPEG written by stb_image_write and of the progressive fixture cut short
+//     in turn, and each file truncated in its last scan with an EOI re-appended; in a tiny forged
+//     JPEG with restart intervals, an interval with no data, a missing RSTn marker and a Huffman
+//     code the table does not define. The uncut files decode exactly as stb_image alone does;
 //   - image_write_png round-trips and writes atomically (no temporary left behind; a failed write
 //     leaves the old file).
 //   - with --shared DIR: the real set's MATLAB files are refused, Abyssinian_5.jpg (PNG with
 //     alpha) and Abyssinian_34.jpg (GIF) decode, a real JPEG truncated at several points is
-//     refused as truncated, and every other .jpg decodes. Exits 77 (skipped) without DIR.
+//     refused as truncated, every other .jpg decodes, and (h) on real files: each of the ten
+//     scans of a progressive one cut short, and in one with restart intervals an interval cut
+//     short or an RSTn marker removed, are refused. Exits 77 (skipped) without DIR.
 // usage: test-image FIXTURE_DIR TMP_DIR [--shared DIR]
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -26,7 +33,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <stb_image_write.h> // implementation compiled in code/data/image.c
+#include <stb_image.h>       // implementations compiled in code/data/image.c and stb_write.c
+#include <stb_image_write.h>
 
 #include "core/common.h"
 #include "data/image.h"
@@ -423,6 +431,137 @@ static void test_png_streams(void) {
     expect_error(png.b, png.n, "iend-past-end.png", "invalid distance code");
 }
 
+// ----------------------------------------------------------------------------
+// (h) JPEG scans whose data ends before their last block (stb's bit reader then hands out bits it
+// does not hold: tests/fuzz/regress/image/jpeg-scan-data-ends-early.jpg), forged from valid files
+
+// Decoding succeeds, with exactly stb_image's own pixels (the scan walk only ever refuses).
+static void expect_stb_pixels(const uint8_t *buf, size_t n, const char *name) {
+    Image img;
+    char err[512] = "";
+    int w, h, comp;
+    uint8_t *ref = stbi_load_from_memory(buf, (int)n, &w, &h, &comp, 3);
+    CHECK(ref != NULL, "%s: stb_image alone refuses it (%s)", name, stbi_failure_reason());
+    CHECK(image_decode(buf, n, name, &img, err, sizeof err) == 0, "%s: %s", name, err);
+    if (ref && img.rgb)
+        CHECK(img.w == w && img.h == h && !memcmp(img.rgb, ref, (size_t)w * h * 3),
+              "%s: pixels differ from stb_image's", name);
+    image_free(&img);
+    stbi_image_free(ref);
+}
+
+// Where the entropy-coded data of each scan lies: [start[k], end[k]) for k below the count
+// returned (segments skipped by their lengths; a scan's data ends at a marker other than RSTn).
+static int jpeg_scan_ranges(const uint8_t *b, size_t n, size_t *start, size_t *end, int max) {
+    int k = 0;
+    for (size_t p = 2; p + 4 <= n && k < max;) {
+        if (b[p] != 0xFF || b[p + 1] == 0xFF) { p++; continue; }
+        if (b[p + 1] == 0xD9) break;
+        uint8_t m = b[p + 1];
+        p += 2 + ((size_t)b[p + 2] << 8 | b[p + 3]);
+        if (m != 0xDA) continue;
+        start[k] = p;
+        while (p + 1 < n && !(b[p] == 0xFF && b[p + 1] && (b[p + 1] < 0xD0 || b[p + 1] > 0xD7))) p++;
+        end[k++] = p;
+    }
+    return k;
+}
+
+// b[0..n) without the bytes [from, to); with eoi, cut at `from` and ended by an EOI marker.
+static uint8_t *jpeg_cut(const uint8_t *b, size_t n, size_t from, size_t to, int eoi, size_t *m) {
+    uint8_t *out = xmalloc(n + 2);
+    memcpy(out, b, from);
+    if (eoi) {
+        out[from] = 0xFF, out[from + 1] = 0xD9;
+        *m = from + 2;
+    } else {
+        memcpy(out + from, b + to, n - to);
+        *m = n - (to - from);
+    }
+    return out;
+}
+
+// Every scan of `jpg` cut short in turn (its data cut in half, the rest of the file kept) is
+// refused, naming it; so is the file truncated inside its last scan (an EOI re-appended).
+static void test_scans_cut(const uint8_t *jpg, size_t n, const char *name, int want_scans) {
+    size_t start[16], end[16], m;
+    int scans = jpeg_scan_ranges(jpg, n, start, end, 16);
+    CHECK(scans == want_scans, "%s: %d scans found, expected %d", name, scans, want_scans);
+    if (scans == 0) return;
+    expect_stb_pixels(jpg, n, name);
+    for (int k = 0; k < scans; k++) {
+        uint8_t *cut = jpeg_cut(jpg, n, start[k] + (end[k] - start[k]) / 2, end[k], 0, &m);
+        char *what = xasprintf("%s with scan %d cut short", name, k + 1);
+        char *want = xasprintf("the data of scan %d ends before its last block", k + 1);
+        expect_error(cut, m, what, want);
+        free(cut);
+        free(what);
+        free(want);
+    }
+    size_t cuts[] = {start[scans - 1] + (end[scans - 1] - start[scans - 1]) / 2, end[scans - 1] - 1};
+    for (int i = 0; i < 2; i++) {
+        uint8_t *cut = jpeg_cut(jpg, n, cuts[i], 0, 1, &m);
+        char *what = xasprintf("%s truncated at %zu of %zu bytes, EOI re-appended", name, cuts[i], n);
+        char *want = xasprintf("the data of scan %d ends before its last block", scans);
+        expect_error(cut, m, what, want);
+        free(cut);
+        free(what);
+        free(want);
+    }
+}
+
+// A 16x8 grayscale baseline JPEG of two 8x8 blocks, one per restart interval (DRI 1), whose
+// Huffman tables each hold one 1-bit code, 0: DC difference 0, AC end of block. Each block is
+// bits 00, a byte 0x3F with its padding; `data` is what follows the scan header, up to EOI.
+static size_t forge_restart_jpeg(uint8_t *out, const uint8_t *data, size_t n) {
+    static const uint8_t head[] = {
+        0xFF, 0xC0, 0, 11, 8, 0, 8, 0, 16, 1, 1, 0x11, 0,                // SOF0 8 x 16, 1 component
+        0xFF, 0xC4, 0, 20, 0x00, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x00, // DC 0
+        0xFF, 0xC4, 0, 20, 0x10, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x00, // AC 0
+        0xFF, 0xDD, 0, 4, 0, 1,                                          // DRI: 1 MCU
+        0xFF, 0xDA, 0, 8, 1, 1, 0x00, 0, 63, 0,                          // SOS
+    };
+    memcpy(out, "\xFF\xD8\xFF\xDB\x00\x43\x00", 7); // SOI, DQT: table 0 of 64 ones
+    memset(out + 7, 1, 64);
+    size_t m = 7 + 64;
+    memcpy(out + m, head, sizeof head);
+    m += sizeof head;
+    memcpy(out + m, data, n);
+    m += n;
+    out[m++] = 0xFF, out[m++] = 0xD9;
+    return m;
+}
+
+// (h) as described above: a baseline JPEG written by stb_image_write, the progressive fixture (ten
+// scans: DC first and refinement, AC first and refinement) and the forged restart-interval JPEG.
+static void test_jpeg_scans(const char *fixtures) {
+    size_t n;
+    uint8_t *jpg = synthetic_jpeg(&n, 97, 61);
+    test_scans_cut(jpg, n, "stb-written.jpg", 1);
+    free(jpg);
+    char err[512];
+    char *path = xasprintf("%s/formats/progressive.jpg", fixtures);
+    jpg = read_file(path, &n, 0, err, sizeof err);
+    CHECK(jpg != NULL, "%s", err);
+    if (jpg) test_scans_cut(jpg, n, "progressive.jpg", 10);
+    free(jpg);
+    free(path);
+
+    uint8_t buf[256];
+    static const uint8_t two_blocks[] = {0x3F, 0xFF, 0xD0, 0x3F};
+    size_t m = forge_restart_jpeg(buf, two_blocks, sizeof two_blocks);
+    expect_stb_pixels(buf, m, "restart.jpg");
+    static const uint8_t no_rst[] = {0x3F, 0x3F};
+    m = forge_restart_jpeg(buf, no_rst, sizeof no_rst);
+    expect_error(buf, m, "restart-marker-missing.jpg", "instead of an RSTn marker");
+    static const uint8_t empty_interval[] = {0xFF, 0xD0, 0x3F};
+    m = forge_restart_jpeg(buf, empty_interval, sizeof empty_interval);
+    expect_error(buf, m, "restart-interval-empty.jpg", "the data of scan 1 ends before its last block");
+    static const uint8_t bad_code[] = {0xBF, 0xFF, 0xD0, 0x3F}; // bit 1: no such DC code
+    m = forge_restart_jpeg(buf, bad_code, sizeof bad_code);
+    expect_error(buf, m, "undefined-code.jpg", "Huffman code that its table does not define");
+}
+
 static void test_write_png(const char *tmp) {
     char err[512];
     if (mkdir_p(tmp)) die("%s: cannot create", tmp);
@@ -458,6 +597,32 @@ static void test_write_png(const char *tmp) {
 
 // ----------------------------------------------------------------------------
 // the real 3-class set
+
+// A real JPEG whose scan has restart intervals: decodes as stb alone decodes it; with its fifth
+// interval cut short, or its fifth RSTn marker removed, it is refused (case (h) above).
+static void test_restart_cut(const char *images, const char *name) {
+    char err[512];
+    char *path = xasprintf("%s/%s", images, name);
+    size_t n, start[16], end[16], rst[8], k = 0, m;
+    uint8_t *b = read_file(path, &n, 0, err, sizeof err);
+    CHECK(b != NULL, "%s", err);
+    int scans = b ? jpeg_scan_ranges(b, n, start, end, 16) : 0;
+    CHECK(scans == 1, "%s: %d scans, expected 1", name, scans);
+    for (size_t p = scans ? start[0] : 0; scans && p + 1 < end[0] && k < 8; p++)
+        if (b[p] == 0xFF && b[p + 1] >= 0xD0 && b[p + 1] <= 0xD7) rst[k++] = p;
+    CHECK(k == 8, "%s: %zu RSTn markers in the scan, expected 8 or more", name, k);
+    if (k == 8) {
+        expect_stb_pixels(b, n, name);
+        uint8_t *cut = jpeg_cut(b, n, rst[3] + 2 + (rst[4] - rst[3] - 2) / 2, rst[4], 0, &m);
+        expect_error(cut, m, "restart interval 5 cut short", "the data of scan 1 ends before its last block");
+        free(cut);
+        cut = jpeg_cut(b, n, rst[4], rst[4] + 2, 0, &m);
+        expect_error(cut, m, "RST marker 5 removed", "instead of an RSTn marker");
+        free(cut);
+    }
+    free(b);
+    free(path);
+}
 
 static int test_shared(const char *root) {
     char *images = xasprintf("%s/images", root);
@@ -518,9 +683,11 @@ static int test_shared(const char *root) {
         uint8_t *buf = read_file(path, &n, 0, err, sizeof err);
         CHECK(buf != NULL, "%s", err);
         if (buf) test_truncated_jpeg(buf, n, names[i]);
+        if (buf && i == 1) test_scans_cut(buf, n, names[i], 10);
         free(buf);
         free(path);
     }
+    test_restart_cut(images, "Abyssinian_207.jpg");
     free(images);
     return 0;
 }
@@ -536,6 +703,7 @@ int main(int argc, char **argv) {
         test_bad_input(argv[1], argv[2]);
         test_undefined_huffman_table();
         test_png_streams();
+        test_jpeg_scans(argv[1]);
         test_write_png(argv[2]);
     }
     return check_exit("all image checks passed");

@@ -9,6 +9,12 @@
 //   - a JPEG Huffman table with more codes than the format allows (stb overflows its tables);
 //   - a JPEG scan that uses a Huffman table no DHT segment defined (stb reads tables it never
 //     initialised: an assertion, an out-of-bounds read or garbage pixels);
+//   - a JPEG scan whose entropy-coded data ends (at a marker, or the end of the file) before its
+//     last block, or holds a Huffman code its table does not define (stb's bit reader stops at
+//     the marker, then hands out bits it does not hold: a shift by 32 or more, undefined), checked
+//     by a walker of our own that decodes every scan's codes without dequantizing or the IDCT
+//     (jpeg_scan.c; it also refuses a restart interval not followed by its RSTn marker, where stb
+//     would leave the rest of the image unwritten, and other scans that cannot be walked);
 //   - a PNG whose zlib stream uses the invalid distance codes 30/31 (stb takes them as distance 0
 //     and copies bytes never written), or any other invalid deflate data (checked by a small
 //     inflate walker of our own that decodes the codes without writing the output);
@@ -35,6 +41,7 @@
 #include <string.h>
 
 #include "core/common.h"
+#include "data/jpeg_scan.h"
 
 // ----------------------------------------------------------------------------
 // stb_image's implementation (this translation unit only; stb_image_write's is in stb_write.c)
@@ -630,6 +637,11 @@ int image_decode(const uint8_t *buf, size_t n, const char *name, Image *img, cha
     if (w <= 0 || h <= 0 || (uint64_t)w * (uint64_t)h > IMAGE_MAX_PIXELS)
         return set_err(err, errlen, "%s: image of %d x %d pixels is larger than the %u-pixel cap",
                        name, w, h, IMAGE_MAX_PIXELS);
+    // Every scan walked once the size is known to be within the cap (the walk's memory grows
+    // with it), before stb decodes them.
+    char why[192];
+    if (fmt == FMT_JPEG && jpeg_scan_check(buf, n, IMAGE_MAX_PIXELS, why, sizeof why))
+        return set_err(err, errlen, "%s: %s", name, why);
 
     if ((ok = stb_guarded(buf, (int)n, 1, &dw, &dh, &rgb, assertion, sizeof assertion)) <= 0) {
         const char *r = ok < 0 ? assertion : stbi_failure_reason();
