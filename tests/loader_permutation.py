@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """tests/loader_permutation.py: loader_permutation() of code/data/loader.c in Python.
 
-The C loader shuffles each epoch with a Fisher-Yates permutation driven by splitmix64(seed + epoch)
-(the exact algorithm is documented in code/data/loader.h). Reference scripts that train with PyTorch
+The C loader shuffles each epoch with a Fisher-Yates permutation driven by splitmix64, started from
+a hash of (seed, epoch) (the exact algorithm is documented in code/data/loader.h). Reference scripts that train with PyTorch
 import `permutation` from here so that PyTorch sees the same batches in the same order as the C
 programs. Run directly, it prints the permutations that tests/test_loader.c hard-codes:
     python3 tests/loader_permutation.py
@@ -19,9 +19,17 @@ def splitmix64(state):
     return state, z ^ (z >> 31)
 
 
+def epoch_state(seed, epoch):
+    """The starting state of an epoch's shuffle: seed mixed by splitmix64, xored with the epoch
+    (two's complement), mixed again; so no (seed, epoch) shuffles like (seed + 1, epoch - 1)."""
+    _, h = splitmix64(seed & M64)
+    _, state = splitmix64(h ^ (epoch & M64))
+    return state
+
+
 def permutation(n, seed, epoch):
     order = list(range(n))
-    state = (seed + epoch) & M64
+    state = epoch_state(seed, epoch)
     for i in range(n - 1, 0, -1):
         state, r = splitmix64(state)
         j = r % (i + 1)

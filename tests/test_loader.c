@@ -86,10 +86,10 @@ static uint8_t *run_epoch(int n, int bs, int threads, int prefetch, const int *o
 
 static void test_permutation(void) {
     // from `python3 tests/loader_permutation.py`
-    static const int p1[10] = {0, 9, 5, 8, 6, 4, 7, 2, 1, 3};
-    static const int p2[10] = {4, 2, 5, 6, 1, 3, 9, 8, 7, 0};
-    static const int p3[20] = {15, 4, 19, 9, 10, 7, 1, 6, 17, 16, 13, 5, 11, 3, 12, 2, 8, 14, 18, 0};
-    static const int p4[7] = {5, 4, 6, 2, 1, 3, 0};
+    static const int p1[10] = {6, 1, 8, 5, 2, 7, 4, 3, 9, 0};
+    static const int p2[10] = {9, 0, 5, 3, 7, 2, 8, 1, 6, 4};
+    static const int p3[20] = {13, 10, 1, 3, 14, 11, 7, 6, 2, 16, 9, 0, 12, 4, 5, 18, 17, 19, 15, 8};
+    static const int p4[7] = {2, 4, 3, 5, 6, 1, 0};
     int o[20];
     loader_permutation(o, 10, 42, 0);
     CHECK(memcmp(o, p1, sizeof p1) == 0, "permutation(10, 42, 0) differs from the Python reference");
@@ -114,6 +114,20 @@ static void test_permutation(void) {
     CHECK(fixed < 10, "%d fixed points: the shuffle barely moved anything", fixed);
     loader_permutation(b, n, 1234, 6);
     CHECK(memcmp(a, b, n * sizeof(int)) != 0, "epochs 5 and 6 gave the same order");
+    // (seed, epoch) is hashed, not added: seed s at epoch e + 1 (b) is not seed s + 1 at epoch e,
+    // nor are seed and epoch interchangeable
+    loader_permutation(a, n, 1235, 5);
+    CHECK(memcmp(a, b, n * sizeof(int)) != 0, "seed 1234 epoch 6 shuffles like seed 1235 epoch 5");
+    for (int s = 0; s < 8; s++)
+        for (int e = 0; e < 8; e++) {
+            loader_permutation(a, n, (uint64_t)s, e + 1);
+            loader_permutation(b, n, (uint64_t)s + 1, e);
+            CHECK(memcmp(a, b, n * sizeof(int)) != 0,
+                  "seed %d epoch %d shuffles like seed %d epoch %d", s, e + 1, s + 1, e);
+            loader_permutation(b, n, (uint64_t)e + 1, s);
+            CHECK(s == e + 1 || memcmp(a, b, n * sizeof(int)) != 0,
+                  "seed %d epoch %d shuffles like seed %d epoch %d", s, e + 1, e + 1, s);
+        }
     loader_permutation(o, 1, 9, 9);
     CHECK(o[0] == 0, "permutation of one item");
     free(a), free(b), free(seen);

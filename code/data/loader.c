@@ -22,9 +22,17 @@
 // ----------------------------------------------------------------------------
 // the shuffled order
 
+// One hash of (seed, epoch): seed mixed, xored with the epoch, mixed again (loader.h). Mixing the
+// seed first is what keeps (seed, epoch + 1) apart from (seed + 1, epoch).
+static uint64_t epoch_state(uint64_t seed, int epoch) {
+    uint64_t x = seed;
+    x = splitmix64(&x) ^ (uint64_t)(int64_t)epoch;
+    return splitmix64(&x);
+}
+
 void loader_permutation(int *order, int n, uint64_t seed, int epoch) {
     for (int i = 0; i < n; i++) order[i] = i;
-    uint64_t state = seed + (uint64_t)(int64_t)epoch;
+    uint64_t state = epoch_state(seed, epoch);
     for (int i = n - 1; i > 0; i--) {
         int j = (int)(splitmix64(&state) % (uint64_t)(i + 1));
         int t = order[i];

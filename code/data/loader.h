@@ -40,12 +40,16 @@ int loader_prefetch(const Loader *l); // the ring size chosen
 int loader_threads(const Loader *l);  // the worker count chosen
 
 // The shuffled order for an epoch, identical on every machine. Exactly (all arithmetic on
-// unsigned 64-bit integers, wrapping; tests/loader_permutation.py reproduces it in Python):
-//   order[i] = i for all i;  state = seed + epoch  (epoch sign-extended to 64 bits)
-//   next():  state += 0x9e3779b97f4a7c15;  z = state;
-//            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9;  z = (z ^ (z >> 27)) * 0x94d049bb133111eb;
-//            return z ^ (z >> 31)                                   (splitmix64)
-//   for i = n-1 down to 1:  j = next() % (i + 1);  swap(order[i], order[j])     (Fisher-Yates)
+// unsigned 64-bit integers, wrapping; tests/loader_permutation.py reproduces it in Python), with
+// next(x) = splitmix64(&x) of core/rng.h:
+//   next(x):  x += 0x9e3779b97f4a7c15;  z = x;
+//             z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9;  z = (z ^ (z >> 27)) * 0x94d049bb133111eb;
+//             return z ^ (z >> 31)
+//   x = seed;  x = next(x) ^ epoch  (epoch sign-extended to 64 bits);  state = next(x)
+//   order[i] = i for all i
+//   for i = n-1 down to 1:  j = next(state) % (i + 1);  swap(order[i], order[j])  (Fisher-Yates)
+// The seed is mixed before the epoch enters, so (seed, epoch + 1) and (seed + 1, epoch) give
+// unrelated orders; for one seed, distinct epochs give distinct starting states.
 void loader_permutation(int *order, int n, uint64_t seed, int epoch);
 
 #endif // LOADER_H
