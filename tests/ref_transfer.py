@@ -175,6 +175,22 @@ def train(variant, start_sd, xs, ys, epochs, lr, seed, batch, dtype=torch.float3
     return rows
 
 
+def write_reference(ref, rows, merge):
+    """Writes rows (variant, input, epoch, train_loss, val_loss, val_acc, lr) to ref, atomically;
+    with merge, the rows of the existing file for other (variant, input) pairs are kept."""
+    lines = [f"{r[0]},{r[1]},{r[2]},{r[3]:.9g},{r[4]:.9g},{r[5]:.9g},{r[6]:.9g}" for r in rows]
+    if merge and ref.exists():
+        done = {(r[0], r[1]) for r in rows}
+        kept = [l for l in ref.read_text().splitlines()[1:]
+                if tuple(l.split(",")[:2]) not in done]
+        lines = kept + lines
+    tmp = ref.with_name(ref.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write("variant,input,epoch,train_loss,val_loss,val_acc,lr\n")
+        f.write("".join(l + "\n" for l in lines))
+    os.replace(tmp, ref)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default=str(REPO / "build"))
@@ -230,8 +246,11 @@ def main():
                     "37", "--bn-stats", stats, "--out", start], check=True)
     start_sd = torch.load(start, weights_only=True)
 
-    # 3. the reference runs
+    # 3. the reference runs; reference.csv is rewritten after each one, so that a long
+    # regeneration can stop and continue with --merge and the runs still to do (--inputs,
+    # --variants): the float64 fine-tuning alone takes most of an hour on 2 cores
     rows = []
+    write_reference(out / "reference.csv", rows, args.merge)
     fp64_variants = args.fp64_variants.split(",")
     for inp in args.inputs.split(","):
         dtype = torch.float64 if inp == "ours-fp64" else torch.float32
@@ -254,17 +273,8 @@ def main():
             print(f"{v} on {inp} inputs, {epochs[v]} epochs, lr {lrs[v]}", flush=True)
             for r in train(v, start_sd, xs, ys, epochs[v], lrs[v], args.seed, args.batch, dtype):
                 rows.append((v, inp) + r)
+            write_reference(out / "reference.csv", rows, True)
 
-    ref = out / "reference.csv"
-    lines = [f"{r[0]},{r[1]},{r[2]},{r[3]:.9g},{r[4]:.9g},{r[5]:.9g},{r[6]:.9g}" for r in rows]
-    if args.merge and ref.exists():
-        done = {(r[0], r[1]) for r in rows}
-        kept = [l for l in ref.read_text().splitlines()[1:]
-                if tuple(l.split(",")[:2]) not in done]
-        lines = kept + lines
-    with open(ref, "w") as f:
-        f.write("variant,input,epoch,train_loss,val_loss,val_acc,lr\n")
-        f.write("".join(l + "\n" for l in lines))
     with open(out / "params.txt", "w") as f:
         f.write(f"init_seed={args.init_seed}\nseed={args.seed}\nbatch_size={args.batch}\n"
                 f"epochs={args.epochs}\nlr_04=0.001\nlr_05=0.0001\n"

@@ -15,12 +15,14 @@
 #   the same float32 math in another order; measured here: <= 7e-8 and 0 images. Other CPUs pick
 #   other oneDNN kernels (other summation orders, ~1e-6 per forward), hence the margin; any real
 #   mistake (BatchNorm mode, loss reduction, batch order, scheduler) moves them by > 1e-2.
-# - 05 (fine-tune): train loss 2e-3 in epoch 1 then 3e-2, val loss 0.1 then 0.5, accuracy 20
+# - 05 (fine-tune): train loss 5e-3 in epoch 1 then 3e-2, val loss 0.1 then 0.5, accuracy 20
 #   images. Training every layer of a random network is chaotic: moving PyTorch's own inputs by
-#   one float32 rounding step (the ours-jitter rows) changes its validation accuracy by 12 images
-#   in epoch 1 and its validation loss by 15% in epoch 2, so only the first epoch's training loss
-#   can be held tightly; the looser bounds still catch a broken backward pass, optimizer or
-#   BatchNorm update, which change the losses by far more.
+#   one float32 rounding step (the ours-jitter rows) moves its first-epoch training loss by
+#   1.9e-3, its validation loss by 5% then 9% and its accuracy by up to 8 images, so only the
+#   first epoch's training loss can be held fairly tightly (ours: 1.5e-3; the bound was 2e-3
+#   under the earlier batch order, where the jitter moved it by only 3e-4); the looser bounds
+#   still catch a broken backward pass, optimizer or BatchNorm update, which change the losses by
+#   far more.
 # - against PyTorch fed torchvision's own decoding (libjpeg vs stb_image, <= 3/255 per pixel):
 #   the same-pixel tolerances plus, per epoch, the distance between PyTorch's own two runs (its
 #   torchvision-pixel run against its our-pixel run, from reference.csv): if ours is within
@@ -31,8 +33,9 @@
 #   landed 2.6e-3 from PyTorch's torchvision-pixel run while 9.2e-4 from its same-pixel run.
 #
 # What the fine-tune comparison CANNOT catch: any mistake that moves 05's numbers by less than
-# those bounds. After epoch 1 it is not checked against the float64 reference (ours-fp64, printed
-# as [info] only), since float32 rounding alone moves the validation loss by several percent. For
+# those bounds. It is not checked against a float64 reference (ours-fp64 rows, printed as [info]
+# where the fixture has them: for bn-train; fine-tune's take an hour and are not regenerated),
+# since float32 rounding alone moves the validation loss by several percent. For
 # example a biased running variance (BatchNorm's running_var updated with the batch variance over
 # n instead of n - 1) changes running_var by at most 1/(32*7*7 - 1) = 6.4e-4 relative here (the
 # smallest n, layer4, 7x7 per image), and the losses by far less than the 0.1 / 0.5 allowed: this
@@ -70,7 +73,7 @@ SUM=$(sha256sum "$TMP/start.pth" | cut -d' ' -f1)
 # pixels, plus PyTorch's own distance between the two)
 case $VARIANT in
 cached-eval-bn | bn-train) TOL="1e-4 1e-4 1" ;;
-fine-tune) TOL="2e-3,3e-2 0.1,0.5 20" ;;
+fine-tune) TOL="5e-3,3e-2 0.1,0.5 20" ;;
 esac
 case $VARIANT in
 cached-eval-bn) PROG=04-feature-extraction; EXTRA=""; NAME=04-feature-extraction; EPOCHS=12 ;;
