@@ -36,13 +36,22 @@
 // stays within 0.55 of it; each tensor's scale within 1 +- 3x the largest baseline deviation
 // over all tensors: 2.5e-2 (stand-in: 7.0e-3). fp32 gradients are held to 1e-3 of the largest +
 // 1e-2 relative on both networks (2^-19 noise moves the conditioned one's by e at most 2e-4).
-// Planted in the stand-in's fp16 (then removed), the test fails for: conv1.weight's gradient
-// x1.05 (scale 1.049; its error 5.4e-2 is within its 6.9e-2), layer3.2.conv1.weight's x1.05
-// (error 5.2e-2 > 4.4e-2, scale 1.048) and x1.03 (scale 1.028), PETS_STANDIN_FAULT=relu (logits;
-// 7 conditioned tensors: its ReLUs seldom see a negative input, so ReLU gating is tested on the
-// first network). Not detected: the fc's dx left unrounded (largest error 0.53 of its tolerance
-// instead of 0.55): one op's rounding is ~1e-3, under what the forward's rounding does.
-// Single-threaded here: fp16 about 25 s, fp32 about 5 s.
+// Even conditioned, a ReLU input now and then sits within rounding of 0: over input seeds 11-18,
+// with oneDNN's AVX-512 and AVX2 kernels, 3 of the 16 runs put 2-4 tensors of one residual block
+// outside (layer1.1-1.2 with AVX-512 on seed 11, and with the reference kernels; layer2.0 and
+// layer2.1 with AVX2 on seeds 14 and 17), up to 5x their tolerance, while the other 13 stayed
+// within 0.6 of it. A flip depends on the input and a wrong gradient does not, so a tensor fails
+// only when it is outside on every input: the test's own (seed 11), then, while any tensor is
+// still outside, seeds 16 and 18 (the tightest baselines of the 8: scale tolerance 2.2e-2 and
+// 2.0e-2).
+// Planted (then removed), on both ISAs, each failed on all three inputs: the stand-in's fp16
+// conv1.weight gradient x1.05 (scale 1.049; its error 5.4e-2 is within its 6.9e-2),
+// layer3.2.conv1.weight's x1.05 (error 5.2e-2 > 4.4e-2, scale 1.048) and x1.03 (scale 1.028),
+// layer1.0.bn1.bias's and fc.weight's x1.03; PETS_STANDIN_FAULT=relu fails the logits (and 2-9
+// conditioned tensors per input: its ReLUs seldom see a negative input, so ReLU gating is tested
+// on the first network). Not detected: the fc's dx left unrounded (largest error 0.53 of its
+// tolerance instead of 0.55): one op's rounding is ~1e-3, under what the forward's rounding does.
+// On 2 threads: fp16 12-15 s (one or two inputs), fp32 about 5 s.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -187,29 +196,25 @@ static Diff diff(const float *a, const float *b, size_t n) {
     return (Diff){sqrt(dd / aa), ab / aa};
 }
 
-// The GPU's gradients of the conditioned network against the CPU's. fp32: the CPU's tolerances.
-// fp16: the baseline is what fp16-sized noise does to the CPU's fp32 gradients (2 draws, see
-// the top); every tensor's error within 3x its own baseline error plus 2e-3 (4 fp16
-// roundings), and its scale within 1 +- 3x the baseline's largest scale deviation over all
-// tensors (a tensor's own deviation is too small to be a stable baseline: 1e-3 of a tensor is a
-// few elements' worth of noise).
-static void compare_conditioned(Backend *cpu, Backend *gpu, const StateDict *sd, const float *x,
-                                int n, int h, int w, const int *labels, int half) {
-    const float gscale = half ? 256.f : 1.f;
+// The inputs of the conditioned comparison: seeded N(0, 1) images, (n, 3, h, w).
+static float *random_input(uint64_t seed, int n, int h, int w) {
+    float *x = xmalloc((size_t)n * 3 * h * w * sizeof(float));
+    Rng r;
+    rng_seed(&r, seed);
+    for (size_t i = 0; i < (size_t)n * 3 * h * w; i++) x[i] = (float)rng_normal(&r);
+    return x;
+}
+
+// One input of the fp16 comparison (see the top): marks in bad[k] the tensors outside tolerance,
+// prints them, and returns how many.
+static int conditioned_fp16_input(Backend *cpu, Backend *gpu, const StateDict *sd, uint64_t seed,
+                                  const float *x, int n, int h, int w, const int *labels, int *bad) {
+    const float gscale = 256.f;
     Grads ref, got;
     conditioned_grads(cpu, sd, x, n, h, w, labels, 1.f, &ref);
     conditioned_grads(gpu, sd, x, n, h, w, labels, gscale, &got);
     if (got.count != ref.count)
         die("%d trainable tensors on the GPU, %d on the CPU", got.count, ref.count);
-    if (!half) {
-        for (int k = 0; k < ref.count; k++) {
-            char what[96];
-            snprintf(what, sizeof what, "conditioned %s grad", ref.name[k]);
-            compare(what, ref.g[k], got.g[k], ref.numel[k], 1e-3, 1e-2);
-        }
-        grads_free(&ref), grads_free(&got);
-        return;
-    }
     double base_err[NGRAD] = {0}, base_scale = 0;
     for (int d = 0; d < 2; d++) {
         Backend *nb = noisy_cpu_create(1000 + (uint64_t)d);
@@ -224,25 +229,73 @@ static void compare_conditioned(Backend *cpu, Backend *gpu, const StateDict *sd,
         nb->destroy(nb);
     }
     const double scale_tol = 3 * base_scale;
-    int bad = 0, worst_err = 0, worst_scale = 0;
+    int nbad = 0, worst_err = 0, worst_scale = 0;
     double err_ratio = 0, scale_dev = 0;
     for (int k = 0; k < ref.count; k++) {
         Diff df = diff(ref.g[k], got.g[k], ref.numel[k]);
         double tol = 3 * base_err[k] + 2e-3;
         int ok = df.err <= tol && fabs(df.scale - 1) <= scale_tol;  // false for NaN
-        if (!ok) bad++;
+        bad[k] = !ok;
+        nbad += !ok;
         if (!(df.err / tol <= err_ratio)) err_ratio = df.err / tol, worst_err = k;
         if (!(fabs(df.scale - 1) <= scale_dev)) scale_dev = fabs(df.scale - 1), worst_scale = k;
         if (!ok || getenv("VERBOSE"))
-            printf("conditioned %-30s error %.2e (baseline %.2e, tol %.2e) scale %.5f %s\n",
-                   ref.name[k], df.err, base_err[k], tol, df.scale, ok ? "ok" : "FAIL");
+            printf("conditioned, input %llu: %-30s error %.2e (baseline %.2e, tol %.2e) scale %.5f %s\n",
+                   (unsigned long long)seed, ref.name[k], df.err, base_err[k], tol, df.scale,
+                   ok ? "ok" : "outside");
     }
-    printf("conditioned network, fp16 gradients: %d/%d tensors within tolerance; largest error "
-           "%.2f of its tolerance (%s), largest scale deviation %.2e (%s; tolerance %.2e)\n",
-           ref.count - bad, ref.count, err_ratio, ref.name[worst_err], scale_dev,
-           ref.name[worst_scale], scale_tol);
-    if (bad) failures++;
+    printf("conditioned network, input %llu, fp16 gradients: %d/%d tensors within tolerance; "
+           "largest error %.2f of its tolerance (%s), largest scale deviation %.2e (%s; tolerance "
+           "%.2e)\n", (unsigned long long)seed, ref.count - nbad, ref.count, err_ratio,
+           ref.name[worst_err], scale_dev, ref.name[worst_scale], scale_tol);
     grads_free(&ref), grads_free(&got);
+    return nbad;
+}
+
+// The GPU's gradients of the conditioned network against the CPU's. fp32: the CPU's tolerances,
+// on the test's input. fp16: the baseline is what fp16-sized noise does to the CPU's fp32
+// gradients (2 draws, see the top); every tensor's error within 3x its own baseline error plus
+// 2e-3 (4 fp16 roundings), and its scale within 1 +- 3x the baseline's largest scale deviation
+// over all tensors (a tensor's own deviation is too small to be a stable baseline: 1e-3 of a
+// tensor is a few elements' worth of noise). A tensor fails when it is outside on every one of
+// the inputs: the test's own, then, only while some tensor is still outside, two more. A ReLU
+// whose input sits within rounding of 0 still flips now and then, even here (measured over 8
+// inputs x 2 oneDNN ISAs: 3 of 16 runs put 2-4 tensors of one residual block outside, a
+// different block each time, and none on the CPU's own noise draws), and a flip depends on the
+// input, while a wrong gradient is wrong on every input.
+static void compare_conditioned(Backend *cpu, Backend *gpu, const StateDict *sd, const float *x,
+                                int n, int h, int w, const int *labels, int half) {
+    if (!half) {
+        Grads ref, got;
+        conditioned_grads(cpu, sd, x, n, h, w, labels, 1.f, &ref);
+        conditioned_grads(gpu, sd, x, n, h, w, labels, 1.f, &got);
+        if (got.count != ref.count)
+            die("%d trainable tensors on the GPU, %d on the CPU", got.count, ref.count);
+        for (int k = 0; k < ref.count; k++) {
+            char what[96];
+            snprintf(what, sizeof what, "conditioned %s grad", ref.name[k]);
+            compare(what, ref.g[k], got.g[k], ref.numel[k], 1e-3, 1e-2);
+        }
+        grads_free(&ref), grads_free(&got);
+        return;
+    }
+    // the test's input (seed 11), then two whose baselines are tight (scale tolerance <= 2.3e-2)
+    static const uint64_t seeds[] = {11, 16, 18};
+    int all_bad[NGRAD], bad[NGRAD] = {0}, nleft = 0;
+    for (int i = 0; i < (int)(sizeof seeds / sizeof seeds[0]); i++) {
+        float *xi = i ? random_input(seeds[i], n, h, w) : NULL;
+        conditioned_fp16_input(cpu, gpu, sd, seeds[i], i ? xi : x, n, h, w, labels, bad);
+        free(xi);
+        nleft = 0;
+        for (int k = 0; k < NGRAD; k++) {
+            all_bad[k] = bad[k] && (i == 0 || all_bad[k]);
+            nleft += all_bad[k];
+        }
+        if (!nleft) break;
+    }
+    printf("conditioned network, fp16 gradients: %d tensors outside tolerance on every input%s\n",
+           nleft, nleft ? ": FAIL" : "");
+    if (nleft) failures++;
 }
 
 int main(int argc, char **argv) {
@@ -268,10 +321,7 @@ int main(int argc, char **argv) {
     if (resnet34_load_state(mg, &sd, 1, err, sizeof err)) die("%s", err);
 
     int n = 4, h = 64, w = 64;
-    float *x = xmalloc((size_t)n * 3 * h * w * sizeof(float));
-    Rng r;
-    rng_seed(&r, 11);
-    for (size_t i = 0; i < (size_t)n * 3 * h * w; i++) x[i] = (float)rng_normal(&r);
+    float *x = random_input(11, n, h, w);
     int labels[4] = {0, 5, 36, 5};
 
     // eval-mode logits

@@ -204,6 +204,19 @@ static inline int huff_decode(Bits *in, const Huff *t) {
     return sym;
 }
 
+// Takes one whole AC coefficient (or EOB, ZRL) in one look-up when its code and extra bits fit in
+// FAST_BITS (see huff_build_ac): returns the table entry after consuming its bits, or 0 (nothing
+// consumed) when the slow path must decode it.
+static inline unsigned ac_fast_take(Bits *in, const Huff *ac) {
+    if (in->nbits < 32) bits_fill(in);
+    unsigned e = ac->fast_ac[in->acc >> (64 - FAST_BITS)];
+    if (e) {
+        in->acc <<= AC_LEN(e);
+        in->nbits -= (int)AC_LEN(e);
+    }
+    return e;
+}
+
 // ----------------------------------------------------------------------------
 // the walk's state: the frame, the tables, the scan being walked
 
@@ -238,6 +251,12 @@ static int fail(Walk *w, int err) {
     return -1;
 }
 
+// fail() from a block that read through its own copy of the bits: the copy is the position.
+static int fail_at(Walk *w, const Bits *in, int err) {
+    w->in = *in;
+    return fail(w, err);
+}
+
 // ----------------------------------------------------------------------------
 // blocks (one 8x8 block of one component, its coefficients in zigzag order 0..63)
 
@@ -247,26 +266,17 @@ static int block_sequential(Walk *w, const Comp *c) {
     Bits in = w->in; // a copy the compiler keeps in registers
     const Huff *ac = &w->ac[c->ta];
     int t = huff_decode(&in, &w->dc[c->td]);
-    if (t < 0 || t > 15) {
-        w->in = in;
-        return fail(w, t < 0 ? JS_BAD_CODE : JS_DC_SIZE);
-    }
+    if (t < 0 || t > 15) return fail_at(w, &in, t < 0 ? JS_BAD_CODE : JS_DC_SIZE);
     if (t) get_bits(&in, t);
     for (int k = 1; k < 64;) {
-        if (in.nbits < 32) bits_fill(&in);
-        unsigned e = ac->fast_ac[in.acc >> (64 - FAST_BITS)];
-        if (e) { // the whole coefficient (or EOB, ZRL) in one look-up
-            in.acc <<= AC_LEN(e);
-            in.nbits -= (int)AC_LEN(e);
+        unsigned e = ac_fast_take(&in, ac);
+        if (e) {
             if (e & AC_EOB) break;
             k += (int)AC_RUN(e) + 1;
             continue;
         }
         int rs = huff_decode(&in, ac);
-        if (rs < 0) {
-            w->in = in;
-            return fail(w, JS_BAD_CODE);
-        }
+        if (rs < 0) return fail_at(w, &in, JS_BAD_CODE);
         int r = rs >> 4, s = rs & 15;
         if (s == 0 && r != 15) break;
         if (s) get_bits(&in, s);
@@ -303,11 +313,8 @@ static int block_ac_first(Walk *w, const Comp *c, uint64_t *nz) {
     uint64_t m = *nz;
     int k = w->ss, fast = w->al < 8; // look-up sizes <= 9 bits: shifted by Al < 8, never zero
     do {
-        if (in.nbits < 32) bits_fill(&in);
-        unsigned e = fast ? ac->fast_ac[in.acc >> (64 - FAST_BITS)] : 0;
+        unsigned e = fast ? ac_fast_take(&in, ac) : 0;
         if (e) {
-            in.acc <<= AC_LEN(e);
-            in.nbits -= (int)AC_LEN(e);
             if (e & AC_EOB) break;
             k += (int)AC_RUN(e);
             if (e & AC_COEF) m |= 1ull << (k < 64 ? k : 63);
@@ -315,10 +322,7 @@ static int block_ac_first(Walk *w, const Comp *c, uint64_t *nz) {
             continue;
         }
         int rs = huff_decode(&in, ac);
-        if (rs < 0) {
-            w->in = in;
-            return fail(w, JS_BAD_CODE);
-        }
+        if (rs < 0) return fail_at(w, &in, JS_BAD_CODE);
         int r = rs >> 4, s = rs & 15;
         if (s == 0 && r < 15) { // end of band here and in the next 2^r - 1 + (r bits) blocks
             w->eobrun = (1 << r) - 1 + (r ? (int)get_bits(&in, r) : 0);
