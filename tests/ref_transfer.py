@@ -250,7 +250,7 @@ def main():
     # regeneration can stop and continue with --merge and the runs still to do (--inputs,
     # --variants): the float64 fine-tuning alone takes most of an hour on 2 cores
     rows = []
-    write_reference(out / "reference.csv", rows, args.merge)
+    write_reference(out / "reference.csv", rows, args.merge)  # without --merge: starts it afresh
     fp64_variants = args.fp64_variants.split(",")
     for inp in args.inputs.split(","):
         dtype = torch.float64 if inp == "ours-fp64" else torch.float32
